@@ -1,0 +1,1 @@
+"""Everything with side effects that a workflow calls. All activities are idempotent."""

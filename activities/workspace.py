@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from backends.base import BackendConfigError, BackendError, InstanceSpec
+from backends.registry import Backends
+from domain.models import ProvisionPlan, ProvisionRequest, StartRequest, StartResult, StatusChange
+from domain.status import WorkspaceStatus
+from domain.templates import missing_required_env
+from domain.timeouts import resolve_provision_timeout
+from molecule.settings import Settings
+from molecule.templates import TemplateCatalog
+from store import tokens
+from store import workspaces as ws_store
+
+log = logging.getLogger("molecule.activities")
+
+WORKSPACE_NOT_FOUND = "WorkspaceNotFound"
+BACKEND_CONFIG_ERROR = "BackendConfigError"
+
+
+def plan_provision(
+    settings: Settings, templates: TemplateCatalog, req: ProvisionRequest, env: dict[str, str]
+) -> ProvisionPlan:
+    timeout = resolve_provision_timeout(
+        req.runtime, settings.provision_timeout_seconds, templates.manifest_timeout(req.runtime)
+    )
+    template = templates.for_workspace(req.template, req.runtime)
+    return ProvisionPlan(
+        found=True,
+        timeout_secs=timeout.seconds,
+        timeout_source=timeout.source,
+        missing_env=missing_required_env(template, env),
+    )
+
+
+class WorkspaceActivities:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, backends: Backends, templates: TemplateCatalog
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.backends = backends
+        self.templates = templates
+
+    @activity.defn(name="prepare_provision")
+    async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
+        row = await ws_store.get_workspace(self.pool, req.workspace_id)
+        if row is None:
+            # The API inserts the row in the transaction that starts the workflow: it may not be
+            # committed yet, or it was rolled back. Retry; the workflow gives up after a while.
+            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND)
+        env = await ws_store.get_env(self.pool, req.workspace_id)
+        return plan_provision(self.settings, self.templates, req, env)
+
+    @activity.defn(name="start_instance")
+    async def start_instance(self, req: StartRequest) -> StartResult:
+        deadline = datetime.fromtimestamp(req.deadline_at, UTC)
+        row = await ws_store.get_workspace(self.pool, req.workspace_id)
+        if row is None:
+            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
+        await ws_store.set_provisioning_facts(self.pool, req.workspace_id, deadline, req.timeout_secs)
+        try:
+            backend = self.backends.get(req.backend)
+            # Exactly one instance afterwards: a retry after a crash mid-start stops the first attempt's.
+            for leftover in await backend.list_managed():
+                if leftover.workspace_id == req.workspace_id:
+                    await backend.stop(leftover.instance_id)
+            if row["instance_id"]:
+                await backend.stop(row["instance_id"])
+            async with self.pool.acquire() as conn:
+                token = await tokens.replace_instance_token(conn, req.workspace_id)
+            spec = InstanceSpec(
+                workspace_id=req.workspace_id,
+                runtime=req.runtime,
+                generation=req.generation,
+                template=self.templates.for_workspace(req.template, req.runtime),
+                env=await ws_store.get_env(self.pool, req.workspace_id),
+                token=token,
+                platform_url=self.settings.platform_url,
+                tier=row["tier"],
+                model=row["model"],
+            )
+            instance_id = await backend.start(spec)
+        except BackendConfigError as exc:
+            raise ApplicationError(str(exc), type=BACKEND_CONFIG_ERROR, non_retryable=True) from exc
+        except BackendError as exc:
+            raise ApplicationError(str(exc), type="BackendError") from exc
+        await ws_store.set_instance(self.pool, req.workspace_id, instance_id)
+        log.info("workspace %s: started instance %s on %s", req.workspace_id, instance_id, req.backend)
+        return StartResult(instance_id)
+
+    @activity.defn(name="record_status")
+    async def record_status(self, change: StatusChange) -> bool:
+        return await ws_store.apply_status_change(
+            self.pool,
+            change.workspace_id,
+            WorkspaceStatus(change.status),
+            change.event_type,
+            change.payload,
+            change.key,
+            change.last_sample_error,
+            change.clear_sample_error,
+        )
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.prepare_provision, self.start_instance, self.record_status]

@@ -1,0 +1,17 @@
+"""Reference agent runtime for Molecule workspaces.
+
+A small, dependency-light A2A echo agent: it registers itself with the platform, heartbeats, and
+answers ``message/send`` by echoing the text back. Fault modes (slow boot, never registering,
+crashing, wedging, reporting errors) are switched on by environment variables so the platform's
+supervision paths can be exercised end to end. Entry point: :func:`agent.main.run`.
+
+This module stays import-light on purpose (``python -m agent.main`` must not find ``agent.main``
+already imported); import the API from ``agent.main`` / ``agent.config``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("molecule")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0"

@@ -1,0 +1,1 @@
+"""FastAPI app: thin routes (parse, authorise, call, reply)."""

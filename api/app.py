@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.body_limit import BodyLimitMiddleware
+from api.errors import install_error_handlers
+from api.platform import Platform
+from api.routes import events, registry, system, workspaces
+from molecule import __version__
+from molecule.settings import Settings, get_settings
+
+log = logging.getLogger("molecule.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    platform = Platform(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not settings.admin_token:
+            if settings.molecule_env == "development":
+                log.warning(
+                    "!!! ADMIN_TOKEN is not set: operator routes are OPEN (MOLECULE_ENV=development) !!!"
+                )
+            else:
+                log.warning("ADMIN_TOKEN is not set: operator routes will answer 401 until it is")
+        yield
+        await platform.close()
+
+    app = FastAPI(title="Molecule", version=__version__, lifespan=lifespan)
+    app.state.platform = platform
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    for module in (workspaces, registry, events, system):
+        app.include_router(module.router)
+    return app

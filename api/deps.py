@@ -1,0 +1,101 @@
+"""Annotated dependencies: settings, connections, and the two kinds of caller."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Header, Request
+from temporalio.client import Client
+
+from api.errors import ApiError
+from api.platform import Platform
+from molecule.settings import Settings
+from store import tokens
+from store.tokens import TokenOwner
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def get_settings(platform: PlatformDep) -> Settings:
+    return platform.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_pool(platform: PlatformDep) -> asyncpg.Pool:
+    return await platform.pool()
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+
+
+async def get_temporal(platform: PlatformDep) -> Client:
+    return await platform.temporal()
+
+
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+
+def bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def require_operator(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    if not settings.admin_token:
+        if settings.molecule_env == "development":
+            return
+        raise ApiError(
+            401,
+            "operator routes need ADMIN_TOKEN, which is not configured (set it, or MOLECULE_ENV=development)",
+            "admin_token_unset",
+        )
+    token = bearer(authorization)
+    if token is None:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)", "unauthorized")
+    if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        raise ApiError(401, "invalid admin token", "unauthorized")
+
+
+Operator = Depends(require_operator)
+
+
+async def require_workspace_token(
+    platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
+) -> TokenOwner:
+    token = bearer(authorization)
+    if token is None:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized")
+    owner = await tokens.authenticate(await platform.pool(), token)
+    if owner is None:
+        raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
+    return owner
+
+
+WorkspaceCaller = Annotated[TokenOwner, Depends(require_workspace_token)]
+
+
+def parse_workspace_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError):
+        raise ApiError(400, f"invalid workspace id {value!r}: expected a UUID", "invalid_id") from None
+
+
+def check_owner(owner: TokenOwner, workspace_id: str) -> None:
+    if owner.workspace_id != workspace_id:
+        raise ApiError(403, f"this token does not belong to workspace {workspace_id}", "forbidden")

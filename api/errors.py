@@ -1,0 +1,110 @@
+"""Errors as replies: a clear message and a stable code, never a stack trace or a DSN."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+log = logging.getLogger("molecule.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, code: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.code = code
+        self.extra = extra
+
+
+class PlatformUnavailable(ApiError):
+    def __init__(self) -> None:
+        super().__init__(503, "the platform database is unavailable; retry shortly", "platform_unavailable")
+
+
+class OrchestratorUnavailable(ApiError):
+    def __init__(self) -> None:
+        super().__init__(
+            503, "the workflow orchestrator is unavailable; retry shortly", "orchestrator_unavailable"
+        )
+
+
+_TEMPORAL_DOWN = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+_DB_DOWN: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_temporal_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, RPCError) and exc.status in _TEMPORAL_DOWN
+
+
+def _reply(exc: ApiError) -> JSONResponse:
+    return JSONResponse({"error": exc.error, "code": exc.code, **exc.extra}, status_code=exc.status)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _reply(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = []
+        for err in exc.errors():
+            loc = tuple(err.get("loc", ()))
+            message = err.get("msg", "invalid")
+            if err.get("type") == "json_invalid":
+                message = f"malformed JSON: {err.get('ctx', {}).get('error', 'cannot parse body')}"
+            fields.append(
+                {"field": _field_name(loc), "location": ".".join(map(str, loc)), "message": message}
+            )
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse(
+            {"error": f"invalid request: {summary}", "code": "validation_error", "fields": fields},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": str(exc.detail), "code": code}, status_code=exc.status_code)
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(_: Request, exc: RPCError) -> JSONResponse:
+        if is_temporal_unavailable(exc):
+            return _reply(OrchestratorUnavailable())
+        log.error("temporal call failed: %s (%s)", exc.message, exc.status)
+        return JSONResponse(
+            {"error": "orchestrator call failed", "code": "orchestrator_error"}, status_code=502
+        )
+
+    for exc_type in _DB_DOWN:
+
+        @app.exception_handler(exc_type)
+        async def db_down(_: Request, exc: Exception) -> JSONResponse:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return _reply(PlatformUnavailable())
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"error": "internal error", "code": "internal_error"}, status_code=500)

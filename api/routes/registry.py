@@ -1,0 +1,123 @@
+"""Agent callbacks: register once booted, then heartbeat about every 30 s."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from temporalio.client import Client
+
+from api.deps import PoolDep, TemporalDep, WorkspaceCaller, check_owner, parse_workspace_id
+from api.errors import ApiError
+from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered
+from domain.events import EventType
+from domain.models import HeartbeatSignal, RegisterSignal, workflow_id_for
+from domain.status import WorkspaceStatus
+from domain.transitions import heartbeat_is_news
+from store import events as event_store
+from store import workspaces as ws_store
+
+log = logging.getLogger("molecule.api")
+router = APIRouter(prefix="/registry", tags=["registry"])
+
+MAX_MONTHLY_SPEND = 10**12
+
+
+def _gone(workspace_id: str) -> ApiError:
+    return ApiError(410, f"workspace {workspace_id} was removed", "workspace_removed", id=workspace_id)
+
+
+async def _signal(client: Client, workspace_id: str, name: str, arg: object) -> None:
+    await client.get_workflow_handle(workflow_id_for(workspace_id)).signal(name, arg)
+
+
+@router.post("/register", response_model=Registered)
+async def register(
+    body: RegisterBody, caller: WorkspaceCaller, pool: PoolDep, client: TemporalDep
+) -> Registered:
+    workspace_id = parse_workspace_id(body.id)
+    check_owner(caller, workspace_id)
+    registration = await ws_store.register(pool, workspace_id, body.url, body.agent_card)
+    if registration is None:
+        raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
+    if registration.status == WorkspaceStatus.REMOVED:
+        raise _gone(workspace_id)
+    await _signal(client, workspace_id, "register", RegisterSignal(url=body.url, agent_card=body.agent_card))
+    return Registered(platform_inbound_secret=registration.platform_inbound_secret)
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply, response_model_exclude_none=True)
+async def heartbeat(
+    body: HeartbeatBody, caller: WorkspaceCaller, pool: PoolDep, client: TemporalDep
+) -> HeartbeatReply:
+    workspace_id = parse_workspace_id(body.workspace_id)
+    check_owner(caller, workspace_id)
+    meta = body.runtime_metadata
+    idle = (
+        meta.idle_timeout_seconds
+        if meta and meta.idle_timeout_seconds and meta.idle_timeout_seconds > 0
+        else None
+    )
+    write = ws_store.HeartbeatWrite(
+        error_rate=body.error_rate,
+        sample_error=body.sample_error,
+        active_tasks=body.active_tasks,
+        uptime_seconds=body.uptime_seconds,
+        current_task=body.current_task,
+        runtime_state=body.runtime_state,
+        monthly_spend=min(max(body.monthly_spend, 0), MAX_MONTHLY_SPEND),
+        capabilities=meta.capabilities if meta else None,
+        idle_timeout_seconds=idle,
+        metadata_sent=meta is not None,
+    )
+    outcome = await ws_store.record_heartbeat(pool, workspace_id, write)
+    if outcome is None:
+        raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
+    if outcome.removed:
+        raise _gone(workspace_id)
+
+    async with pool.acquire() as conn:
+        await event_store.broadcast(
+            conn,
+            EventType.WORKSPACE_HEARTBEAT,
+            workspace_id,
+            {"active_tasks": body.active_tasks, "uptime_seconds": body.uptime_seconds},
+        )
+        if (outcome.prev_current_task, outcome.prev_active_tasks) != (body.current_task, body.active_tasks):
+            await event_store.broadcast(
+                conn,
+                "TASK_UPDATED",
+                workspace_id,
+                {"current_task": body.current_task, "active_tasks": body.active_tasks},
+            )
+
+    news = heartbeat_is_news(
+        status=outcome.status,
+        first_since_register=outcome.first_since_register,
+        prev_runtime_state=outcome.prev_runtime_state,
+        runtime_state=body.runtime_state,
+        prev_error_rate=outcome.prev_error_rate,
+        error_rate=body.error_rate,
+        capabilities_changed=outcome.capabilities_changed,
+    )
+    if news:
+        status_mgmt = outcome.capabilities.get("status_mgmt") is True
+        await _signal(
+            client,
+            workspace_id,
+            "heartbeat",
+            HeartbeatSignal(
+                error_rate=body.error_rate,
+                sample_error=body.sample_error,
+                runtime_state=body.runtime_state,
+                active_tasks=body.active_tasks,
+                status_mgmt=status_mgmt,
+            ),
+        )
+    secret = outcome.platform_inbound_secret
+    if secret is None:
+        try:
+            secret = await ws_store.ensure_inbound_secret(pool, workspace_id)
+        except Exception:  # a heal failure must not fail the beat
+            log.warning("workspace %s: could not mint platform_inbound_secret", workspace_id)
+    return HeartbeatReply(status=outcome.status.value, platform_inbound_secret=secret)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from functools import lru_cache
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import PlatformDep
+from api.errors import ApiError
+from molecule import __version__
+from molecule.settings import REPO_ROOT
+
+router = APIRouter(tags=["system"])
+_CHECK_TIMEOUT = 3.0
+
+
+@router.get("/health")
+async def health(platform: PlatformDep) -> JSONResponse:
+    checks = {"database": "ok", "temporal": "ok"}
+    code = None
+    try:
+        pool = await platform.pool()
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), _CHECK_TIMEOUT)
+    except (ApiError, OSError, TimeoutError, Exception):
+        checks["database"] = "unavailable"
+        code = "platform_unavailable"
+    try:
+        client = await platform.temporal()
+        await asyncio.wait_for(client.service_client.check_health(), _CHECK_TIMEOUT)
+    except Exception:
+        checks["temporal"] = "unavailable"
+        code = code or "orchestrator_unavailable"
+    if code:
+        return JSONResponse({"status": "unavailable", "code": code, "checks": checks}, status_code=503)
+    return JSONResponse({"status": "ok", "checks": checks})
+
+
+@lru_cache(maxsize=1)
+def _git_sha() -> str:
+    if os.environ.get("GIT_SHA"):
+        return os.environ["GIT_SHA"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@router.get("/buildinfo")
+async def buildinfo() -> dict[str, str]:
+    return {"git_sha": _git_sha(), "version": __version__}

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Query
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
+from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, parse_workspace_id
+from api.errors import ApiError, OrchestratorUnavailable, PlatformUnavailable, is_temporal_unavailable
+from api.platform import Platform
+from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
+from domain import search_attributes as sa
+from domain.events import EventType
+from domain.models import WorkspaceInput, workflow_id_for
+from domain.runtimes import EXTERNAL_RUNTIME, normalize_runtime
+from domain.status import WorkspaceStatus
+from store import events as event_store
+from store import tokens
+from store import workspaces as ws_store
+from workflows.workspace import WorkspaceWorkflow
+
+log = logging.getLogger("molecule.api")
+router = APIRouter(prefix="/workspaces", tags=["workspaces"], dependencies=[Operator])
+
+
+def to_public(platform: Platform, row: dict[str, Any]) -> Workspace:
+    manifest = platform.templates.manifest_timeout(row["runtime"])
+    return Workspace(**row, provision_timeout_ms=manifest * 1000 if manifest else None)
+
+
+def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> str:
+    if body.external or runtime == EXTERNAL_RUNTIME:
+        return "external"
+    template = platform.templates.for_workspace(body.template, runtime)
+    return body.backend or (template.backend if template else None) or platform.settings.default_backend
+
+
+async def _start_workflow(
+    client: Client, inp: WorkspaceInput, status: WorkspaceStatus, task_queue: str
+) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        WorkspaceWorkflow.run,
+        inp,
+        id=workflow_id_for(inp.workspace_id),
+        task_queue=task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.WORKSPACE_STATUS, status.value),
+                SearchAttributePair(sa.WORKSPACE_RUNTIME, inp.runtime),
+                SearchAttributePair(sa.WORKSPACE_BACKEND, inp.backend),
+                SearchAttributePair(sa.LEAK_SUSPECT, False),
+            ]
+        ),
+    )
+
+
+@router.post("", status_code=201, response_model=CreatedWorkspace)
+async def create_workspace(
+    body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, client: TemporalDep
+) -> CreatedWorkspace:
+    runtime, replaced = normalize_runtime(body.runtime)
+    if replaced:
+        log.info(
+            "create %r: runtime %r is not one of the allowed runtimes; using %s",
+            body.name,
+            body.runtime,
+            runtime,
+        )
+    if body.template and platform.templates.get(body.template) is None:
+        available = ", ".join(platform.templates.names()) or "none"
+        raise ApiError(
+            422, f"unknown template {body.template!r} (available: {available})", "unknown_template"
+        )
+    backend = _choose_backend(platform, body, runtime)
+    status = WorkspaceStatus.AWAITING_AGENT if backend == "external" else WorkspaceStatus.PROVISIONING
+    parent_id = str(body.parent_id) if body.parent_id else None
+    if parent_id and not await ws_store.exists(pool, parent_id):
+        raise ApiError(422, f"parent workspace {parent_id} does not exist", "unknown_parent")
+
+    workspace_id = str(uuid.uuid4())
+    new = ws_store.NewWorkspace(
+        id=workspace_id,
+        name=body.name,
+        runtime=runtime,
+        backend=backend,
+        status=status,
+        template=body.template,
+        model=body.model,
+        role=body.role,
+        tier=body.tier,
+        parent_id=parent_id,
+        max_concurrent_tasks=body.max_concurrent_tasks,
+        budget_limit=body.budget_limit,
+    )
+    minted = tokens.mint_token()
+    inp = WorkspaceInput(
+        workspace_id=workspace_id,
+        runtime=runtime,
+        backend=backend,
+        template=body.template,
+        continue_as_new_after_events=platform.settings.continue_as_new_after_events,
+    )
+    # Row and workflow together or neither: the workflow starts inside the row's transaction and is
+    # terminated if the commit fails; a workflow whose row never commits gives up on its own.
+    handle = None
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await ws_store.insert_workspace(conn, new, body.env)
+            await tokens.insert_token(conn, workspace_id, minted, "api")
+            await event_store.insert_event(
+                conn,
+                EventType.WORKSPACE_CREATED,
+                workspace_id,
+                {"name": body.name, "runtime": runtime, "backend": backend, "status": status.value},
+            )
+            handle = await _start_workflow(client, inp, status, platform.settings.task_queue)
+            await tx.commit()
+        except BaseException as exc:
+            await tx.rollback()
+            if handle is not None:
+                await _terminate_quietly(handle)
+            if isinstance(exc, RPCError) and is_temporal_unavailable(exc):
+                raise OrchestratorUnavailable() from None
+            if isinstance(exc, OSError):
+                raise PlatformUnavailable() from None
+            raise
+    row = await ws_store.get_workspace(pool, workspace_id)
+    assert row is not None
+    return CreatedWorkspace(workspace=to_public(platform, row), auth_token=minted.token)
+
+
+async def _terminate_quietly(handle: WorkflowHandle[Any, Any]) -> None:
+    try:
+        await handle.terminate(reason="workspace create rolled back")
+    except Exception:
+        log.warning("could not terminate %s after a failed create; it ends itself without its row", handle.id)
+
+
+@router.get("", response_model=list[Workspace])
+async def list_workspaces(
+    platform: PlatformDep,
+    pool: PoolDep,
+    status: WorkspaceStatus | None = None,
+    limit: int = Query(default=500, ge=1, le=5000),
+    offset: int = Query(default=0, ge=0),
+) -> list[Workspace]:
+    rows = await ws_store.list_workspaces(pool, status, limit, offset)
+    return [to_public(platform, r) for r in rows]
+
+
+@router.get("/{workspace_id}", response_model=Workspace)
+async def get_workspace(workspace_id: str, platform: PlatformDep, pool: PoolDep) -> Workspace:
+    wid = parse_workspace_id(workspace_id)
+    row = await ws_store.get_workspace(pool, wid)
+    if row is None:
+        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    return to_public(platform, row)

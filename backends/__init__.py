@@ -1,0 +1,1 @@
+"""Provisioners: one protocol, implementations chosen by configuration (template > workspace > default)."""

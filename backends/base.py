@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from domain.templates import Template
+
+
+class BackendError(Exception):
+    """A backend failure worth retrying (daemon hiccup, cloud throttling)."""
+
+
+class BackendConfigError(BackendError):
+    """The instance can never start as configured (missing command, unknown image): do not retry."""
+
+
+class BackendNotConfigured(BackendConfigError):
+    pass
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    workspace_id: str
+    runtime: str
+    generation: int
+    template: Template | None
+    env: dict[str, str]  # workspace env (secrets included): never logged
+    token: str  # the instance's bearer token: never logged
+    platform_url: str
+    tier: int = 2
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class ManagedInstance:
+    instance_id: str
+    workspace_id: str
+
+
+@dataclass
+class RescueMaterial:
+    sections: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """Every call is idempotent: activities retry them and workers die mid-way."""
+
+    name: str
+
+    async def start(self, spec: InstanceSpec) -> str | None:
+        """Start the instance; return its id (None when there is no instance, e.g. external)."""
+
+    async def stop(self, instance_id: str) -> None:
+        """Stop it for good. Already gone is success; any doubt raises."""
+
+    async def is_running(self, instance_id: str) -> bool:
+        """True/False when known; raises on a transient error rather than guessing."""
+
+    async def remove_volumes(self, workspace_id: str) -> None:
+        """Delete the workspace's persistent data. Only called after a confirmed stop."""
+
+    async def rescue_material(self, workspace_id: str, instance_id: str | None) -> RescueMaterial:
+        """Evidence for a failed boot (logs tail, state). Unredacted: the caller redacts."""
+
+    async def list_managed(self) -> list[ManagedInstance]:
+        """Instances this platform started that still exist (for reconcile)."""

@@ -1,0 +1,169 @@
+"""Workspaces as local process groups (the embedded default, no Docker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from pathlib import Path
+
+import psutil
+
+from backends.base import (
+    BackendConfigError,
+    BackendError,
+    InstanceSpec,
+    ManagedInstance,
+    RescueMaterial,
+)
+
+_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+_STOP_GRACE_SECONDS = 5.0
+_CREATE_TIME_TOLERANCE = 0.05
+
+
+def format_instance_id(pid: int, create_time: float) -> str:
+    return f"process:{pid}:{create_time:.6f}"
+
+
+def parse_instance_id(instance_id: str) -> tuple[int, float]:
+    kind, _, rest = instance_id.partition(":")
+    pid_text, _, created_text = rest.partition(":")
+    try:
+        if kind != "process":
+            raise ValueError(kind)
+        return int(pid_text), float(created_text)
+    except ValueError as exc:
+        raise BackendConfigError(f"not a process instance id: {instance_id!r}") from exc
+
+
+class ProcessProvisioner:
+    name = "process"
+
+    def __init__(self, data_dir: Path, platform_id: str) -> None:
+        self.root = data_dir.resolve() / "workspaces"
+        self.platform_id = platform_id
+
+    def workspace_dir(self, workspace_id: str) -> Path:
+        return self.root / workspace_id
+
+    def log_path(self, workspace_id: str) -> Path:
+        return self.workspace_dir(workspace_id) / "agent.log"
+
+    def _environment(self, spec: InstanceSpec) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+        if spec.template:
+            env.update(spec.template.env)
+        env.update(spec.env)
+        env.update(
+            {
+                "WORKSPACE_ID": spec.workspace_id,
+                "PLATFORM_URL": spec.platform_url,
+                "WORKSPACE_TOKEN": spec.token,
+                "WORKSPACE_CONFIG_PATH": str(self.workspace_dir(spec.workspace_id) / "configs"),
+                "TIER": str(spec.tier),
+                "MOLECULE_MANAGED": "1",
+                "MOLECULE_PLATFORM_INSTANCE": self.platform_id,
+                "MOLECULE_GENERATION": str(spec.generation),
+            }
+        )
+        if spec.model:
+            env["MODEL"] = spec.model
+        return env
+
+    async def start(self, spec: InstanceSpec) -> str | None:
+        if spec.template is None or not spec.template.command:
+            raise BackendConfigError(
+                f"runtime {spec.runtime!r} has no template with a `command` for the process backend"
+            )
+        argv = [sys.executable if part == "{python}" else part for part in spec.template.command]
+        workdir = self.workspace_dir(spec.workspace_id)
+        (workdir / "configs").mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "backends.detach",
+            str(workdir),
+            str(self.log_path(spec.workspace_id)),
+            "--",
+            *argv,
+            env=self._environment(spec),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise BackendError(f"could not launch {argv[0]}: {err.decode(errors='replace').strip()}")
+        pid_text, created_text = out.decode().split()
+        return format_instance_id(int(pid_text), float(created_text))
+
+    def _leader(self, instance_id: str) -> psutil.Process | None:
+        """The instance's process if it is still that process (a recycled pid is someone else)."""
+        pid, created = parse_instance_id(instance_id)
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) > _CREATE_TIME_TOLERANCE:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.NoSuchProcess:
+            return None
+
+    async def stop(self, instance_id: str) -> None:
+        await asyncio.to_thread(self._stop_sync, instance_id)
+
+    def _stop_sync(self, instance_id: str) -> None:
+        leader = self._leader(instance_id)
+        if leader is None:
+            return
+        pgid = leader.pid  # the agent was started with setsid: it leads its own group
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            _, alive = psutil.wait_procs([leader], timeout=_STOP_GRACE_SECONDS)
+            if not alive:
+                return
+        raise BackendError(f"process group {pgid} survived SIGKILL")
+
+    async def is_running(self, instance_id: str) -> bool:
+        return self._leader(instance_id) is not None
+
+    async def remove_volumes(self, workspace_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.workspace_dir(workspace_id), True)
+
+    async def rescue_material(self, workspace_id: str, instance_id: str | None) -> RescueMaterial:
+        sections: dict[str, str] = {}
+        try:
+            with self.log_path(workspace_id).open(errors="replace") as fh:
+                sections["logs"] = "".join(deque(fh, maxlen=200))
+        except FileNotFoundError:
+            sections["logs"] = ""
+        if instance_id:
+            leader = self._leader(instance_id)
+            sections["state"] = "running" if leader else "exited"
+        return RescueMaterial(sections)
+
+    async def list_managed(self) -> list[ManagedInstance]:
+        return await asyncio.to_thread(self._list_managed_sync)
+
+    def _list_managed_sync(self) -> list[ManagedInstance]:
+        found = []
+        for proc in psutil.process_iter(["pid", "create_time"]):
+            try:
+                if os.getsid(proc.pid) != proc.pid:
+                    continue
+                env = proc.environ()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
+            if (
+                env.get("MOLECULE_MANAGED") == "1"
+                and env.get("MOLECULE_PLATFORM_INSTANCE") == self.platform_id
+            ):
+                instance_id = format_instance_id(proc.pid, proc.info["create_time"])
+                found.append(ManagedInstance(instance_id, env.get("WORKSPACE_ID", "")))
+        return found

@@ -1,0 +1,1 @@
+"""Pure rules and models: no I/O. Workflows import only this package (plus temporalio)."""

@@ -1,0 +1,96 @@
+"""Workflow inputs, state and activity payloads (dataclasses, so Temporal serialises them)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+WORKFLOW_ID_PREFIX = "workspace-"
+
+
+def workflow_id_for(workspace_id: str) -> str:
+    return f"{WORKFLOW_ID_PREFIX}{workspace_id}"
+
+
+@dataclass
+class WorkspaceState:
+    """Everything a WorkspaceWorkflow run needs to carry across continue-as-new."""
+
+    status: str
+    deadline_at: float | None = None  # epoch seconds, absolute so continue-as-new keeps it
+    timeout_secs: int | None = None
+    provisioned: bool = False  # preflight + start done for the current generation
+    generation: int = 0
+    instance_id: str | None = None
+    registered: bool = False
+    url: str | None = None
+    runtime_state: str = ""
+    error_rate: float = 0.0
+    status_mgmt: bool = False
+    transition_seq: int = 0
+
+
+@dataclass
+class WorkspaceInput:
+    workspace_id: str
+    runtime: str
+    backend: str
+    template: str | None = None
+    continue_as_new_after_events: int = 2000
+    state: WorkspaceState | None = None
+
+
+@dataclass
+class RegisterSignal:
+    url: str | None = None
+    agent_card: dict[str, Any] | None = None
+
+
+@dataclass
+class HeartbeatSignal:
+    error_rate: float = 0.0
+    sample_error: str | None = None
+    runtime_state: str = ""
+    active_tasks: int = 0
+    status_mgmt: bool | None = None  # None: capabilities not reported in this beat
+
+
+@dataclass
+class ProvisionRequest:
+    workspace_id: str
+    runtime: str
+    template: str | None
+
+
+@dataclass
+class ProvisionPlan:
+    found: bool
+    timeout_secs: int = 0
+    timeout_source: str = "default"
+    missing_env: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StartRequest:
+    workspace_id: str
+    runtime: str
+    backend: str
+    template: str | None
+    generation: int
+    deadline_at: float
+    timeout_secs: int
+
+
+@dataclass
+class StartResult:
+    instance_id: str | None
+
+
+@dataclass
+class StatusChange:
+    workspace_id: str
+    status: str
+    event_type: str
+    payload: dict[str, Any]
+    # Idempotency key: the same transition replayed by an activity retry writes one event.
+    key: str
+    last_sample_error: str | None = None
+    clear_sample_error: bool = False

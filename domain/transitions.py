@@ -1,0 +1,110 @@
+"""Status rules applied by the workflow on register and heartbeat news. Pure functions."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.events import EventType
+from domain.status import RECOVERABLE_BY_AGENT, WorkspaceStatus
+
+DEGRADE_ERROR_RATE = 0.5
+RECOVER_ERROR_RATE = 0.1
+WEDGED = "wedged"
+
+# Never flipped by agent news: the operator (or a teardown) owns these.
+FROZEN = frozenset(
+    {
+        WorkspaceStatus.REMOVED,
+        WorkspaceStatus.PAUSED,
+        WorkspaceStatus.HIBERNATING,
+        WorkspaceStatus.HIBERNATED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: WorkspaceStatus
+    event_type: EventType
+    payload: dict[str, Any] = field(default_factory=dict)
+    clear_sample_error: bool = False
+
+
+def on_register(status: str, url: str | None, agent_card: dict[str, Any] | None) -> Transition | None:
+    current = WorkspaceStatus(status)
+    if current in FROZEN or current == WorkspaceStatus.ONLINE:
+        return None
+    payload: dict[str, Any] = {"url": url, "agent_card": agent_card or {}}
+    if current != WorkspaceStatus.PROVISIONING:
+        payload["recovered_from"] = current.value
+    return Transition(WorkspaceStatus.ONLINE, EventType.WORKSPACE_ONLINE, payload, clear_sample_error=True)
+
+
+def on_heartbeat(
+    status: str,
+    *,
+    error_rate: float,
+    sample_error: str | None,
+    runtime_state: str,
+    status_mgmt: bool,
+) -> Transition | None:
+    current = WorkspaceStatus(status)
+    if current in FROZEN:
+        return None
+    if current in RECOVERABLE_BY_AGENT:
+        return Transition(
+            WorkspaceStatus.ONLINE,
+            EventType.WORKSPACE_ONLINE,
+            {"recovered_from": current.value},
+            clear_sample_error=True,
+        )
+    if current == WorkspaceStatus.ONLINE and runtime_state == WEDGED:
+        return Transition(
+            WorkspaceStatus.DEGRADED,
+            EventType.WORKSPACE_DEGRADED,
+            {"runtime_state": WEDGED, "sample_error": sample_error},
+        )
+    if status_mgmt:
+        return None
+    if current == WorkspaceStatus.ONLINE and error_rate >= DEGRADE_ERROR_RATE:
+        return Transition(
+            WorkspaceStatus.DEGRADED,
+            EventType.WORKSPACE_DEGRADED,
+            {"error_rate": error_rate, "sample_error": sample_error},
+        )
+    if current == WorkspaceStatus.DEGRADED and error_rate < RECOVER_ERROR_RATE and not runtime_state:
+        return Transition(
+            WorkspaceStatus.ONLINE,
+            EventType.WORKSPACE_ONLINE,
+            {"recovered_from": current.value, "error_rate": error_rate},
+            clear_sample_error=True,
+        )
+    return None
+
+
+def error_band(error_rate: float) -> int:
+    if error_rate >= DEGRADE_ERROR_RATE:
+        return 2
+    if error_rate >= RECOVER_ERROR_RATE:
+        return 1
+    return 0
+
+
+def heartbeat_is_news(
+    *,
+    status: str,
+    first_since_register: bool,
+    prev_runtime_state: str,
+    runtime_state: str,
+    prev_error_rate: float,
+    error_rate: float,
+    capabilities_changed: bool,
+) -> bool:
+    """Whether a beat carries something the workflow must act on; steady beats stay in Postgres."""
+    if status not in (WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED):
+        return True
+    return (
+        first_since_register
+        or prev_runtime_state != runtime_state
+        or error_band(prev_error_rate) != error_band(error_rate)
+        or capabilities_changed
+    )

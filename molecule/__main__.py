@@ -1,0 +1,3 @@
+from molecule.cli import app
+
+app()

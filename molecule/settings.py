@@ -1,0 +1,81 @@
+"""The one configuration class. Every env name here is the one the issues and README give.
+
+A malformed value never stops the platform: it is logged (variable, bad value, default applied)
+and the default is used instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("molecule.settings")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TASK_QUEUE = "workspaces"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    molecule_env: Literal["development", "production", "test"] = "production"
+    admin_token: str | None = None
+
+    database_url: str | None = None
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+
+    data_dir: Path = Field(default=Path(".molecule"), validation_alias="MOLECULE_DATA_DIR")
+    templates_dir: Path = REPO_ROOT / "templates"
+    platform_url: str = "http://127.0.0.1:8080"
+    # Distinguishes this platform's instances from another platform sharing a host or daemon.
+    platform_instance_id: str = Field(default="", validation_alias="MOLECULE_PLATFORM_INSTANCE")
+    default_backend: Literal["process", "external", "docker", "ec2"] = Field(
+        default="process", validation_alias="MOLECULE_DEFAULT_BACKEND"
+    )
+
+    provision_timeout_seconds: PositiveInt | None = None
+    remote_liveness_stale_after: PositiveInt = 180
+    rescue_grace_seconds: PositiveInt = 24 * 3600
+    continue_as_new_after_events: PositiveInt = 2000
+    max_body_bytes: PositiveInt = 1024 * 1024
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _lenient(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            name = info.field_name or "?"
+            field = cls.model_fields[name]
+            default = field.get_default(call_default_factory=True)
+            env_name = field.validation_alias if isinstance(field.validation_alias, str) else name.upper()
+            log.warning("ignoring malformed %s=%r; using default %r", env_name, value, default)
+            return default
+
+    def platform_id(self) -> str:
+        """Stable id of this platform install: configured, else persisted in the data dir."""
+        if self.platform_instance_id:
+            return self.platform_instance_id
+        path = self.data_dir / "platform-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            new_id = uuid.uuid4().hex[:12]
+            path.write_text(new_id)
+            return new_id
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""PostgreSQL access shared by the API and the activities: pool, migrations, queries."""

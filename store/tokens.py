@@ -1,0 +1,70 @@
+"""Workspace bearer tokens: 32 random bytes, base64url; only the sha256 and an 8-char prefix are stored."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    token: str
+    token_hash: str
+    prefix: str
+
+
+def mint_token() -> MintedToken:
+    token = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    return MintedToken(token, hash_token(token), token[:8])
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def insert_token(conn: asyncpg.Connection, workspace_id: str, minted: MintedToken, kind: str) -> None:
+    await conn.execute(
+        "INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind) VALUES ($1, $2, $3, $4)",
+        workspace_id,
+        minted.token_hash,
+        minted.prefix,
+        kind,
+    )
+
+
+async def replace_instance_token(conn: asyncpg.Connection, workspace_id: str) -> str:
+    """Revoke the previous instance token and mint the one handed to a new instance."""
+    minted = mint_token()
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE workspace_auth_tokens SET revoked_at = now()
+               WHERE workspace_id = $1 AND kind = 'instance' AND revoked_at IS NULL""",
+            workspace_id,
+        )
+        await insert_token(conn, workspace_id, minted, "instance")
+    return minted.token
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    token_id: int
+    workspace_id: str
+
+
+async def authenticate(pool: asyncpg.Pool, token: str) -> TokenOwner | None:
+    row = await pool.fetchrow(
+        """SELECT id, workspace_id::text AS workspace_id, last_used_at < now() - interval '1 minute'
+                  OR last_used_at IS NULL AS stale
+           FROM workspace_auth_tokens WHERE token_hash = $1 AND revoked_at IS NULL""",
+        hash_token(token),
+    )
+    if row is None:
+        return None
+    if row["stale"]:
+        # At most one write a minute per token: heartbeats arrive every 30 s from every agent.
+        await pool.execute("UPDATE workspace_auth_tokens SET last_used_at = now() WHERE id = $1", row["id"])
+    return TokenOwner(row["id"], row["workspace_id"])

