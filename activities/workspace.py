@@ -11,12 +11,14 @@ from temporalio.exceptions import ApplicationError
 
 from backends.base import BackendConfigError, BackendError, InstanceSpec
 from backends.registry import Backends
+from domain.events import EventType
 from domain.models import ProvisionPlan, ProvisionRequest, StartRequest, StartResult, StatusChange
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
+from store import events as event_store
 from store import tokens
 from store import workspaces as ws_store
 
@@ -94,6 +96,20 @@ class WorkspaceActivities:
         except BackendError as exc:
             raise ApplicationError(str(exc), type="BackendError") from exc
         await ws_store.set_instance(self.pool, req.workspace_id, instance_id)
+        async with self.pool.acquire() as conn:
+            await event_store.insert_event(
+                conn,
+                EventType.WORKSPACE_PROVISIONING,
+                req.workspace_id,
+                {
+                    "instance_id": instance_id,
+                    "backend": req.backend,
+                    "generation": req.generation,
+                    "timeout_secs": req.timeout_secs,
+                    "deadline_at": deadline.isoformat(),
+                },
+                dedupe_key=f"instance-started:{req.workspace_id}:{req.generation}",
+            )
         log.info("workspace %s: started instance %s on %s", req.workspace_id, instance_id, req.backend)
         return StartResult(instance_id)
 

@@ -1,6 +1,6 @@
 """Start a command as its own session, detached from the caller, and print `<pid> <create_time>`.
 
-Run as `python -m backends.detach <cwd> <log_file> -- argv...`. The double fork reparents the agent
+Run as `python -m backends.detach <cwd> <log_file> <nice> -- argv...`. The double fork reparents the agent
 to init, so it survives the worker that started it and never lingers as that worker's zombie.
 """
 
@@ -13,14 +13,16 @@ import psutil
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[2] != "--":
-        print("usage: python -m backends.detach <cwd> <log_file> -- argv...", file=sys.stderr)
+    if len(argv) < 5 or argv[3] != "--":
+        print("usage: python -m backends.detach <cwd> <log_file> <nice> -- argv...", file=sys.stderr)
         return 2
-    cwd, log_file, command = argv[0], argv[1], argv[3:]
+    cwd, log_file, nice, command = argv[0], argv[1], int(argv[2]), argv[4:]
     pid = os.fork()
     if pid == 0:
         try:
             os.setsid()
+            if nice:
+                os.nice(nice)
             os.chdir(cwd)
             fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             null = os.open(os.devnull, os.O_RDONLY)

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -44,9 +45,12 @@ def parse_instance_id(instance_id: str) -> tuple[int, float]:
 class ProcessProvisioner:
     name = "process"
 
-    def __init__(self, data_dir: Path, platform_id: str) -> None:
+    def __init__(self, data_dir: Path, platform_id: str, nice: int = 0) -> None:
         self.root = data_dir.resolve() / "workspaces"
         self.platform_id = platform_id
+        # Agents share the host with the control plane here: a positive nice keeps deadlines and
+        # heartbeat handling responsive while a burst of agents boots.
+        self.nice = nice
 
     def workspace_dir(self, workspace_id: str) -> Path:
         return self.root / workspace_id
@@ -89,6 +93,7 @@ class ProcessProvisioner:
             "backends.detach",
             str(workdir),
             str(self.log_path(spec.workspace_id)),
+            str(self.nice),
             "--",
             *argv,
             env=self._environment(spec),
@@ -125,10 +130,19 @@ class ProcessProvisioner:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, sig)
-            _, alive = psutil.wait_procs([leader], timeout=_STOP_GRACE_SECONDS)
-            if not alive:
+            if self._wait_gone(instance_id, _STOP_GRACE_SECONDS):
                 return
         raise BackendError(f"process group {pgid} survived SIGKILL")
+
+    def _wait_gone(self, instance_id: str, timeout: float) -> bool:
+        # Not our child (it was reparented), so there is nothing to wait() on: poll, counting a
+        # zombie as gone since only its reaper can clear it.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._leader(instance_id) is None:
+                return True
+            time.sleep(0.02)
+        return self._leader(instance_id) is None
 
     async def is_running(self, instance_id: str) -> bool:
         return self._leader(instance_id) is not None

@@ -11,7 +11,9 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self._by_name: dict[str, Provisioner] = {
-            "process": ProcessProvisioner(settings.data_dir, settings.platform_id()),
+            "process": ProcessProvisioner(
+                settings.data_dir, settings.platform_id(), nice=settings.process_agent_nice
+            ),
             "external": ExternalProvisioner(),
         }
 

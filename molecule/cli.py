@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,14 @@ workspace_app = typer.Typer(no_args_is_help=True, help="Create and inspect works
 app.add_typer(workspace_app, name="workspace")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _hard_exit(code: int = 0) -> None:
+    """Skip interpreter teardown once done: the Temporal SDK's Rust bridge can abort the process
+    during finalisation (temporalio/sdk-python#300), turning a clean stop into a crash code."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _logging() -> None:
@@ -55,7 +64,7 @@ def up(
             database_url=database_url,
         )
     )
-    raise typer.Exit(code)
+    _hard_exit(code)
 
 
 @app.command()
@@ -66,6 +75,7 @@ def worker() -> None:
 
     _logging()
     asyncio.run(run_worker(get_settings()))
+    _hard_exit(0)
 
 
 @app.command()
@@ -80,6 +90,7 @@ def api(
 
     _logging()
     uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    _hard_exit(0)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,7 @@ class WorkspaceWorkflow:
     def __init__(self) -> None:
         self.state = WorkspaceState(status=WorkspaceStatus.PROVISIONING.value)
         self.inbox: list[RegisterSignal | HeartbeatSignal] = []
+        self._start_task: asyncio.Task[None] | None = None
 
     # --- messages -------------------------------------------------------------------------------
     # Handlers only enqueue: the main loop applies messages in order, so there is one place that
@@ -94,6 +96,8 @@ class WorkspaceWorkflow:
                 await self._apply(self.inbox.pop(0))
 
     def _continue_as_new_due(self) -> bool:
+        if self._start_task is not None and not self._start_task.done():
+            return False
         info = workflow.info()
         return (
             info.is_continue_as_new_suggested()
@@ -125,6 +129,7 @@ class WorkspaceWorkflow:
         self.state.deadline_at = workflow.now().timestamp() + plan.timeout_secs
         self.state.generation += 1
         if plan.missing_env:
+            self.state.provisioned = True
             names = ", ".join(plan.missing_env)
             error = f"missing required env: {names}"
             await self._set_status(
@@ -133,9 +138,15 @@ class WorkspaceWorkflow:
                 {"error": error, "missing": plan.missing_env, "runtime": inp.runtime, "source": "preflight"},
                 last_sample_error=error,
             )
-            self.state.provisioned = True
             return True
 
+        # The start runs beside the deadline wait: a slow start never delays the deadline verdict.
+        self._start_task = asyncio.create_task(self._start_instance(plan.timeout_secs))
+        return True
+
+    async def _start_instance(self, timeout_secs: int) -> None:
+        inp = self.inp
+        assert self.state.deadline_at is not None
         try:
             result: StartResult = await workflow.execute_activity(
                 "start_instance",
@@ -146,16 +157,18 @@ class WorkspaceWorkflow:
                     inp.template,
                     self.state.generation,
                     self.state.deadline_at,
-                    plan.timeout_secs,
+                    timeout_secs,
                 ),
                 result_type=StartResult,
                 start_to_close_timeout=timedelta(minutes=2),
-                # Keep trying to start until the deadline: the deadline verdict stays the one failure path.
+                # Retry until the deadline: the deadline verdict stays the one timeout path.
                 schedule_to_close_timeout=timedelta(seconds=max(1.0, self._deadline_remaining() or 1.0)),
                 retry_policy=_START_RETRY,
             )
             self.state.instance_id = result.instance_id
         except ActivityError as err:
+            if self.state.status != WorkspaceStatus.PROVISIONING:
+                return  # the deadline (or a register) already decided
             cause = err.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
             error = f"could not start the instance: {message}"
@@ -165,8 +178,8 @@ class WorkspaceWorkflow:
                 {"error": error, "runtime": inp.runtime, "source": "start_failed"},
                 last_sample_error=error,
             )
-        self.state.provisioned = True
-        return True
+        finally:
+            self.state.provisioned = True
 
     async def _on_deadline(self) -> None:
         if self.state.status != WorkspaceStatus.PROVISIONING:

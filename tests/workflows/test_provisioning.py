@@ -34,7 +34,9 @@ def make_catalog(root: Path, templates: dict[str, dict[str, Any]]) -> TemplateCa
     return TemplateCatalog(root)
 
 
-def manifest(runtime: str, timeout: int | None = None, required_env: list[str] | None = None) -> dict[str, Any]:
+def manifest(
+    runtime: str, timeout: int | None = None, required_env: list[str] | None = None
+) -> dict[str, Any]:
     runtime_config: dict[str, Any] = {"required_env": required_env or []}
     if timeout is not None:
         runtime_config["provision_timeout_seconds"] = timeout
@@ -88,7 +90,9 @@ async def provisioning(
     fake = FakeActivities(env, settings, catalog, workspace_env)
     task_queue = f"tq-{uuid.uuid4()}"
     workspace_id = str(uuid.uuid4())
-    async with Worker(env.client, task_queue=task_queue, workflows=[WorkspaceWorkflow], activities=fake.all()):
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[WorkspaceWorkflow], activities=fake.all()
+    ):
         handle = await env.client.start_workflow(
             WorkspaceWorkflow.run,
             WorkspaceInput(workspace_id, runtime, "process", None, continue_as_new_after),

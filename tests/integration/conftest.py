@@ -1,0 +1,174 @@
+"""Real components: PostgreSQL (embedded or DATABASE_URL), the Temporal dev server, and the worker and
+API as subprocesses, the way `molecule up` runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from backends.process import ProcessProvisioner
+from molecule.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, tail
+from store.migrate import apply_migrations
+from tests.conftest import require
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    external = os.environ.get("DATABASE_URL")
+    server: EmbeddedPostgres | None = None
+    try:
+        if external:
+            base = external
+        else:
+            server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+            base = await asyncio.to_thread(server.start)
+        dsn = await ensure_database(base, f"molecule_test_{uuid.uuid4().hex[:8]}")
+        await apply_migrations(dsn)
+    except Exception as exc:  # report why, then fail (CI) or skip (local)
+        require("PostgreSQL", False, f"{type(exc).__name__}: {exc}")
+        raise
+    yield dsn
+    if server is not None:
+        await asyncio.to_thread(server.stop)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    server = TemporalDevServer(log_path=tmp_path_factory.mktemp("temporal") / "temporal.log")
+    try:
+        server.start()
+        await server.wait_ready(60)
+    except Exception as exc:
+        require("Temporal dev server", False, f"{type(exc).__name__}: {exc}")
+        raise
+    yield server.address
+    await asyncio.to_thread(server.stop)
+
+
+@dataclass
+class Stack:
+    """One worker and one API against the session's Postgres and Temporal, with its own data dir."""
+
+    database_url: str
+    temporal_address: str
+    data_dir: Path
+    env_overrides: dict[str, str]
+    api_port: int = field(default_factory=free_port)
+    platform_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    task_queue: str = field(default_factory=lambda: f"workspaces-{uuid.uuid4().hex[:8]}")
+    admin_token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PROVISION_TIMEOUT_SECONDS", "ADMIN_TOKEN")}
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "TEMPORAL_ADDRESS": self.temporal_address,
+                "MOLECULE_DATA_DIR": str(self.data_dir),
+                "MOLECULE_PLATFORM_INSTANCE": self.platform_id,
+                "TASK_QUEUE": self.task_queue,
+                "PLATFORM_URL": self.api_url,
+                "ADMIN_TOKEN": self.admin_token,
+                "MOLECULE_ENV": "test",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.env_overrides)
+        return env
+
+    def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.data_dir / f"{role}-{len(self.workers)}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "molecule", *args],
+            env=self.env(),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        proc = self._spawn("worker", "worker")
+        self.workers.append(proc)
+        return proc
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    async def start_api(self) -> None:
+        self.api = self._spawn("api", "api", "--port", str(self.api_port))
+        async with httpx.AsyncClient(base_url=self.api_url) as client:
+            for _ in range(300):
+                if self.api.poll() is not None:
+                    raise RuntimeError(f"API exited: {self.logs('api')}")
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"API not healthy: {self.logs('api')}")
+
+    def logs(self, role: str) -> str:
+        return "\n".join(tail(p, 60) for p in sorted(self.data_dir.glob(f"{role}-*.log")))
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30
+        )
+
+    async def stop(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            try:
+                await asyncio.to_thread(proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        # Agents outlive workers by design; each test cleans up the ones its stack started.
+        backend = ProcessProvisioner(self.data_dir, self.platform_id)
+        for instance in await backend.list_managed():
+            await backend.stop(instance.instance_id)
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest_asyncio.fixture
+async def make_stack(database_url: str, temporal_address: str, tmp_path: Path) -> AsyncIterator[StackFactory]:
+    stacks: list[Stack] = []
+
+    async def build(**env: Any) -> Stack:
+        data_dir = tmp_path / f"stack{len(stacks)}"
+        data_dir.mkdir()
+        stack = Stack(database_url, temporal_address, data_dir, {k: str(v) for k, v in env.items()})
+        stacks.append(stack)
+        stack.start_worker()
+        await stack.start_api()
+        return stack
+
+    yield build
+    for stack in stacks:
+        await stack.stop()

@@ -1,0 +1,233 @@
+"""The API's contract with bad input, auth and failing dependencies, against real Postgres and Temporal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from api.app import create_app
+from domain.status import WorkspaceStatus
+from molecule.embedded import free_port
+from molecule.settings import Settings
+from tests.integration.sse import EventStream
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stack(make_stack):
+    return await make_stack()
+
+
+async def create(client, **body):
+    body.setdefault("name", "ws")
+    response = await client.post("/workspaces", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_status_enum_in_postgres_matches_python(database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        values = await conn.fetchval("SELECT array_agg(v::text) FROM unnest(enum_range(NULL::workspace_status)) v")
+    finally:
+        await conn.close()
+    assert values == [s.value for s in WorkspaceStatus]
+
+
+async def test_bad_ids_and_unknown_workspaces(stack):
+    async with stack.client() as client:
+        response = await client.get("/workspaces/not-a-uuid")
+        assert response.status_code == 400
+        assert "not-a-uuid" in response.json()["error"]
+        unknown = uuid.uuid4()
+        response = await client.get(f"/workspaces/{unknown}")
+        assert response.status_code == 404
+        assert str(unknown) in response.json()["error"]
+
+
+async def test_operator_routes_need_the_admin_token(stack):
+    async with httpx.AsyncClient(base_url=stack.api_url) as anonymous:
+        assert (await anonymous.get("/workspaces")).status_code == 401
+        wrong = await anonymous.get("/workspaces", headers=bearer("nope"))
+        assert wrong.status_code == 401
+        assert wrong.json()["error"] == "invalid admin token"
+
+
+async def test_malformed_json_and_wrong_types_name_the_fields(stack):
+    async with stack.client() as client:
+        response = await client.post(
+            "/workspaces", content=b'{"name": "x",', headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422
+        assert "malformed JSON" in response.json()["error"]
+
+        response = await client.post("/workspaces", json={"name": 5, "tier": "high", "env": {"1BAD": "x"}})
+        assert response.status_code == 422
+        fields = {f["field"] for f in response.json()["fields"]}
+        assert {"name", "tier", "env"} <= fields
+        assert "Traceback" not in response.text
+
+        response = await client.post("/workspaces", json={"name": "x", "template": "no-such-template"})
+        assert response.status_code == 422
+        assert "no-such-template" in response.json()["error"]
+
+
+async def test_body_over_one_mebibyte_is_413(stack):
+    async with stack.client() as client:
+        big = json.dumps({"name": "x", "role": "a" * (1024 * 1024)})
+        response = await client.post("/workspaces", content=big, headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["code"] == "payload_too_large"
+
+
+async def test_unknown_runtime_becomes_claude_code(stack):
+    async with stack.client() as client:
+        for runtime in ("", "cobol-bot"):
+            workspace = (await create(client, runtime=runtime, env={"AGENT_NEVER_REGISTER": "1"}))["workspace"]
+            assert workspace["runtime"] == "claude-code"
+
+
+async def test_tokens_are_stored_hashed_and_env_values_never_returned(stack, database_url):
+    async with stack.client() as client:
+        created = await create(client, env={"ANTHROPIC_API_KEY": "sk-secret-value-123", "AGENT_NEVER_REGISTER": "1"})
+        token = created["auth_token"]
+        workspace_id = created["workspace"]["id"]
+        listing = await client.get("/workspaces")
+        single = await client.get(f"/workspaces/{workspace_id}")
+        assert "sk-secret-value-123" not in listing.text + single.text
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT token_hash, prefix, kind FROM workspace_auth_tokens WHERE workspace_id = $1", workspace_id
+        )
+        dump = json.dumps([dict(r) for r in rows])
+    finally:
+        await conn.close()
+    assert token not in dump
+    api_rows = [r for r in rows if r["kind"] == "api"]
+    assert api_rows[0]["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert api_rows[0]["prefix"] == token[:8]
+
+
+async def test_workspace_tokens_are_scoped_to_their_workspace(stack):
+    async with stack.client() as client, EventStream(client) as events:
+        a = await create(client, name="a", external=True)
+        b = await create(client, name="b", external=True)
+        a_id, b_id = a["workspace"]["id"], b["workspace"]["id"]
+        assert a["workspace"]["status"] == "awaiting_agent"
+        async with httpx.AsyncClient(base_url=stack.api_url) as agent:
+            body = {"id": a_id, "url": "http://agent-a:9000", "agent_card": {"name": "a"}}
+            assert (await agent.post("/registry/register", json=body)).status_code == 401
+            assert (await agent.post("/registry/register", json=body, headers=bearer("bogus"))).status_code == 401
+            forbidden = await agent.post("/registry/register", json=body, headers=bearer(b["auth_token"]))
+            assert forbidden.status_code == 403
+            beat = {"workspace_id": a_id, "error_rate": 0.0}
+            assert (
+                await agent.post("/registry/heartbeat", json=beat, headers=bearer(b["auth_token"]))
+            ).status_code == 403
+
+            registered = await agent.post("/registry/register", json=body, headers=bearer(a["auth_token"]))
+            assert registered.status_code == 200
+            assert registered.json()["status"] == "registered"
+            secret = registered.json()["platform_inbound_secret"]
+            online = await events.wait_type("WORKSPACE_ONLINE", a_id)
+            assert online["payload"]["recovered_from"] == "awaiting_agent"
+
+            beat = await agent.post("/registry/heartbeat", json=beat, headers=bearer(a["auth_token"]))
+            assert beat.status_code == 200
+            assert beat.json() == {"status": "online", "platform_inbound_secret": secret}
+
+
+async def test_heartbeat_bad_values(stack):
+    async with stack.client() as client:
+        created = await create(client, external=True)
+    workspace_id, token = created["workspace"]["id"], created["auth_token"]
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(token)) as agent:
+        for rate in (1.5, -0.1):
+            response = await agent.post("/registry/heartbeat", json={"workspace_id": workspace_id, "error_rate": rate})
+            assert response.status_code == 422, rate
+            assert response.json()["fields"][0]["field"] == "error_rate"
+        nan = '{"workspace_id": "%s", "error_rate": NaN}' % workspace_id
+        response = await agent.post("/registry/heartbeat", content=nan, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422
+        response = await agent.post(
+            "/registry/heartbeat", json={"workspace_id": workspace_id, "monthly_spend": -50, "active_tasks": 2}
+        )
+        assert response.status_code == 200
+    async with stack.client() as client:
+        row = (await client.get(f"/workspaces/{workspace_id}")).json()
+    assert row["monthly_spend"] == 0
+    assert row["active_tasks"] == 2
+
+
+async def test_postgres_unreachable_is_503_without_leaking_the_dsn():
+    port = free_port()
+    app = create_app(
+        Settings(
+            database_url=f"postgresql://admin:hunter2@127.0.0.1:{port}/secretdb",
+            temporal_address=f"127.0.0.1:{free_port()}",
+            molecule_env="development",
+        )
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+        for method, path, body in (("GET", "/workspaces", None), ("POST", "/workspaces", {"name": "x"})):
+            response = await client.request(method, path, json=body)
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "platform_unavailable"
+            for leak in ("hunter2", "secretdb", str(port), "127.0.0.1", "Traceback"):
+                assert leak not in response.text
+        health = await client.get("/health")
+        assert health.status_code == 503
+
+
+async def test_temporal_unreachable_is_503_and_create_leaves_no_row(database_url):
+    port = free_port()
+    app = create_app(
+        Settings(database_url=database_url, temporal_address=f"127.0.0.1:{port}", molecule_env="development")
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        before = await conn.fetchval("SELECT count(*) FROM workspaces")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            response = await client.post("/workspaces", json={"name": "orphan-candidate"})
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "orchestrator_unavailable"
+            assert str(port) not in response.text
+        after = await conn.fetchval("SELECT count(*) FROM workspaces")
+        assert after == before
+    finally:
+        await conn.close()
+
+
+async def test_create_rolls_back_the_row_when_the_workflow_cannot_start(database_url, temporal_address):
+    # The client connects, but the start itself is refused (unknown namespace): neither row nor workflow.
+    app = create_app(
+        Settings(
+            database_url=database_url,
+            temporal_address=temporal_address,
+            temporal_namespace="no-such-namespace",
+            molecule_env="development",
+        )
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        before = await conn.fetchval("SELECT count(*) FROM workspaces")
+        events_before = await conn.fetchval("SELECT count(*) FROM structure_events")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            response = await client.post("/workspaces", json={"name": "half-created"})
+        assert response.status_code in (502, 503), response.text
+        assert "Traceback" not in response.text
+        assert await conn.fetchval("SELECT count(*) FROM workspaces") == before
+        assert await conn.fetchval("SELECT count(*) FROM structure_events") == events_before
+    finally:
+        await conn.close()

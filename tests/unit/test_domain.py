@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from domain.runtimes import normalize_runtime
+from domain.status import WorkspaceStatus
+from domain.templates import Template, missing_required_env
+from domain.timeouts import manifest_timeout, resolve_provision_timeout
+from domain.transitions import heartbeat_is_news, on_heartbeat, on_register
+from molecule.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("runtime", "env", "manifest", "expected"),
+    [
+        ("claude-code", None, None, (720, "default")),
+        ("hermes", None, None, (1800, "runtime_default")),
+        ("claude-code", None, 1200, (1200, "manifest")),
+        ("hermes", None, 900, (900, "manifest")),
+        ("hermes", 60, 900, (60, "env")),
+        ("codex", 60, None, (60, "env")),
+        ("codex", 0, None, (720, "default")),
+        ("openclaw", -4, 30, (30, "manifest")),
+    ],
+)
+def test_deadline_resolution_order(runtime, env, manifest, expected):
+    resolved = resolve_provision_timeout(runtime, env, manifest)
+    assert (resolved.seconds, resolved.source) == expected
+
+
+def test_manifest_timeout_is_the_max_of_valid_values():
+    assert manifest_timeout([600, None, 1200, -3, True, "900"]) == 1200
+    assert manifest_timeout([None]) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("hermes", ("hermes", False)), ("  Codex ", ("codex", False)), ("", ("claude-code", True)),
+     (None, ("claude-code", True)), ("gpt-bot", ("claude-code", True)), ("external", ("external", False))],
+)
+def test_runtime_allowlist(given, expected):
+    assert normalize_runtime(given) == expected
+
+
+def test_required_env_preflight():
+    template = Template.model_validate(
+        {"name": "t", "runtime": "codex", "runtime_config": {"required_env": ["A", "B", "C"]}}
+    )
+    assert missing_required_env(template, {"A": "x", "B": "   "}) == ["B", "C"]
+    assert missing_required_env(None, {}) == []
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "default"),
+    [("PROVISION_TIMEOUT_SECONDS", "soon", None), ("REMOTE_LIVENESS_STALE_AFTER", "-1", 180),
+     ("REMOTE_LIVENESS_STALE_AFTER", "abc", 180), ("MOLECULE_ENV", "staging", "production")],
+)
+def test_malformed_settings_log_variable_value_and_default(monkeypatch, caplog, var, value, default):
+    monkeypatch.setenv(var, value)
+    with caplog.at_level(logging.WARNING, "molecule.settings"):
+        settings = Settings()
+    field = {"MOLECULE_ENV": "molecule_env"}.get(var, var.lower())
+    assert getattr(settings, field) == default
+    assert f"{var}={value!r}" in caplog.text
+    assert f"using default {default!r}" in caplog.text
+
+
+def test_register_recovers_every_agent_recoverable_status():
+    for status in ("provisioning", "failed", "awaiting_agent", "offline", "degraded"):
+        transition = on_register(status, "http://a", None)
+        assert transition is not None and transition.status == WorkspaceStatus.ONLINE
+    assert on_register("online", "http://a", None) is None
+    for frozen in ("removed", "paused", "hibernated", "hibernating"):
+        assert on_register(frozen, "http://a", None) is None
+
+
+def beat(status, **kw):
+    args = {"error_rate": 0.0, "sample_error": None, "runtime_state": "", "status_mgmt": False} | kw
+    return on_heartbeat(status, **args)
+
+
+def test_heartbeat_rules():
+    assert beat("failed").status == WorkspaceStatus.ONLINE
+    assert beat("failed").payload == {"recovered_from": "failed"}
+    assert beat("online", runtime_state="wedged").status == WorkspaceStatus.DEGRADED
+    assert beat("online", runtime_state="wedged", status_mgmt=True).status == WorkspaceStatus.DEGRADED
+    assert beat("online", error_rate=0.5).status == WorkspaceStatus.DEGRADED
+    assert beat("online", error_rate=0.5, status_mgmt=True) is None
+    assert beat("online", error_rate=0.2) is None
+    assert beat("degraded", error_rate=0.05).status == WorkspaceStatus.ONLINE
+    assert beat("degraded", error_rate=0.05, runtime_state="busy") is None
+    assert beat("degraded", error_rate=0.05, status_mgmt=True) is None
+    assert beat("removed") is None
+    assert beat("paused") is None
+
+
+def test_steady_heartbeats_are_not_news():
+    steady = {
+        "status": "online", "first_since_register": False, "prev_runtime_state": "", "runtime_state": "",
+        "prev_error_rate": 0.0, "error_rate": 0.05, "capabilities_changed": False,
+    }
+    assert not heartbeat_is_news(**steady)
+    assert heartbeat_is_news(**steady | {"first_since_register": True})
+    assert heartbeat_is_news(**steady | {"error_rate": 0.1})
+    assert heartbeat_is_news(**steady | {"prev_error_rate": 0.6, "error_rate": 0.4})
+    assert heartbeat_is_news(**steady | {"runtime_state": "wedged"})
+    assert heartbeat_is_news(**steady | {"capabilities_changed": True})
+    assert heartbeat_is_news(**steady | {"status": "provisioning"})
+    assert not heartbeat_is_news(**steady | {"status": "degraded", "error_rate": 0.3, "prev_error_rate": 0.4})
