@@ -71,10 +71,7 @@ class WorkspaceActivities:
         await ws_store.set_provisioning_facts(self.pool, req.workspace_id, deadline, req.timeout_secs)
         try:
             backend = self.backends.get(req.backend)
-            # Exactly one instance afterwards: a retry after a crash mid-start stops the first attempt's.
-            for leftover in await backend.list_managed():
-                if leftover.workspace_id == req.workspace_id:
-                    await backend.stop(leftover.instance_id)
+            # Backends keep one instance per workspace; this also covers an id only the row knows.
             if row["instance_id"]:
                 await backend.stop(row["instance_id"])
             async with self.pool.acquire() as conn:

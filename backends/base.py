@@ -49,7 +49,10 @@ class Provisioner(Protocol):
     name: str
 
     async def start(self, spec: InstanceSpec) -> str | None:
-        """Start the instance; return its id (None when there is no instance, e.g. external)."""
+        """Start the instance; return its id (None when there is no instance, e.g. external).
+
+        One instance per workspace: a start that finds an earlier instance of the same workspace
+        (an activity retry after a worker died mid-start) replaces it rather than adding a second."""
 
     async def stop(self, instance_id: str) -> None:
         """Stop it for good. Already gone is success; any doubt raises."""

@@ -23,6 +23,13 @@ def main(argv: list[str]) -> int:
             os.setsid()
             if nice:
                 os.nice(nice)
+                # With autogroup scheduling each session is its own group and a task's nice only
+                # counts inside it: lower the new session's group too (Linux; best effort).
+                try:
+                    with open("/proc/self/autogroup", "w") as group:
+                        group.write(str(nice))
+                except OSError:
+                    pass
             os.chdir(cwd)
             fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             null = os.open(os.devnull, os.O_RDONLY)

@@ -79,6 +79,9 @@ class ProcessProvisioner:
             env["MODEL"] = spec.model
         return env
 
+    def instance_file(self, workspace_id: str) -> Path:
+        return self.workspace_dir(workspace_id) / "instance"
+
     async def start(self, spec: InstanceSpec) -> str | None:
         if spec.template is None or not spec.template.command:
             raise BackendConfigError(
@@ -87,6 +90,10 @@ class ProcessProvisioner:
         argv = [sys.executable if part == "{python}" else part for part in spec.template.command]
         workdir = self.workspace_dir(spec.workspace_id)
         (workdir / "configs").mkdir(parents=True, exist_ok=True)
+        # One instance per workspace: a retried or repeated start replaces the previous one.
+        previous = self._recorded_instance(spec.workspace_id)
+        if previous is not None:
+            await self.stop(previous)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -104,7 +111,15 @@ class ProcessProvisioner:
         if proc.returncode != 0:
             raise BackendError(f"could not launch {argv[0]}: {err.decode(errors='replace').strip()}")
         pid_text, created_text = out.decode().split()
-        return format_instance_id(int(pid_text), float(created_text))
+        instance_id = format_instance_id(int(pid_text), float(created_text))
+        self.instance_file(spec.workspace_id).write_text(instance_id)
+        return instance_id
+
+    def _recorded_instance(self, workspace_id: str) -> str | None:
+        try:
+            return self.instance_file(workspace_id).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def _leader(self, instance_id: str) -> psutil.Process | None:
         """The instance's process if it is still that process (a recycled pid is someone else)."""

@@ -1,7 +1,7 @@
 """Deadline precision on the real dev server.
 
 N workspaces whose agents never register, with a D-second deadline. For each: (failed event
-persisted − deadline). Baseline, measured in the same run on the same rows: the sweep this replaces,
+persisted - deadline). Baseline, measured in the same run on the same rows: the sweep this replaces,
 a loop that every 30 s selects provisioning rows past their deadline.
 
     python bench/deadline_precision.py [--workspaces 50] [--deadline 5] [--sweep-interval 30]
@@ -42,6 +42,16 @@ def describe(name: str, lags: list[float]) -> str:
     return (
         f"{name:<28} n={len(lags):<4} median={statistics.median(lags):8.3f}s  "
         f"p99={percentile(lags, 99):8.3f}s  max={max(lags):8.3f}s"
+    )
+
+
+def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "molecule", *args],
+        env=env,
+        cwd=REPO,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -111,10 +121,8 @@ async def main() -> None:
     }
     env.pop("ADMIN_TOKEN", None)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "molecule", "worker"], env=env, cwd=REPO,
-                         stdout=(work / "worker.log").open("w"), stderr=subprocess.STDOUT),
-        subprocess.Popen([sys.executable, "-m", "molecule", "api", "--port", str(api_port)], env=env, cwd=REPO,
-                         stdout=(work / "api.log").open("w"), stderr=subprocess.STDOUT),
+        launch(["worker"], env, work / "worker.log"),
+        launch(["api", "--port", str(api_port)], env, work / "api.log"),
     ]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as client:
@@ -127,7 +135,9 @@ async def main() -> None:
                 await asyncio.sleep(0.1)
             body = {"name": "bench", "runtime": "claude-code", "env": {"AGENT_NEVER_REGISTER": "1"}}
             started = time.monotonic()
-            replies = await asyncio.gather(*(client.post("/workspaces", json=body) for _ in range(args.workspaces)))
+            replies = await asyncio.gather(
+                *(client.post("/workspaces", json=body) for _ in range(args.workspaces))
+            )
             ids = {r.json()["workspace"]["id"] for r in replies if r.status_code == 201}
             print(
                 f"created {len(ids)} workspaces in {time.monotonic() - started:.2f}s;"
@@ -152,7 +162,8 @@ async def main() -> None:
                     break
                 await asyncio.sleep(0.5)
             started_rows = await conn.fetch(
-                """SELECT w.created_at AS created, e.created_at AS started, w.provision_deadline_at AS deadline
+                """SELECT w.created_at AS created, e.created_at AS started,
+                          w.provision_deadline_at AS deadline
                    FROM workspaces w JOIN structure_events e
                      ON e.workspace_id = w.id AND e.event_type = 'WORKSPACE_PROVISIONING'
                    WHERE w.id = ANY($1::uuid[])""",
@@ -166,12 +177,23 @@ async def main() -> None:
         lags = [(r["created_at"] - r["provision_deadline_at"]).total_seconds() for r in rows]
         sweep_lags = [(swept[i] - deadlines[i]).total_seconds() for i in deadlines if i in swept]
         print(f"failed on time: {len(rows)}/{len(ids)}")
-        print(describe("instance start latency", [(r["started"] - r["created"]).total_seconds() for r in started_rows]))
-        print(describe("deadline - create", [(r["deadline"] - r["created"]).total_seconds() for r in started_rows]))
+        print(
+            describe(
+                "instance start latency",
+                [(r["started"] - r["created"]).total_seconds() for r in started_rows],
+            )
+        )
+        print(
+            describe(
+                "deadline - create", [(r["deadline"] - r["created"]).total_seconds() for r in started_rows]
+            )
+        )
         print(describe("workflow timer (this)", lags))
         print(describe(f"sweep every {args.sweep_interval:.0f}s (baseline)", sweep_lags))
-        print(f"ratio p99 sweep/timer: {percentile(sweep_lags, 99) / max(percentile(lags, 99), 1e-6):.1f}x;"
-              f" goal p99 <= 1s: {'met' if percentile(lags, 99) <= 1 else 'NOT met'}")
+        print(
+            f"ratio p99 sweep/timer: {percentile(sweep_lags, 99) / max(percentile(lags, 99), 1e-6):.1f}x;"
+            f" goal p99 <= 1s: {'met' if percentile(lags, 99) <= 1 else 'NOT met'}"
+        )
     finally:
         for proc in procs:
             proc.terminate()

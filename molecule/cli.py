@@ -147,7 +147,7 @@ _COLUMNS = ("id", "name", "runtime", "backend", "status", "url", "last_sample_er
 def _table(rows: list[dict[str, Any]]) -> Table:
     table = Table()
     for column in _COLUMNS:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "status"))
     for row in rows:
         table.add_row(*[str(row.get(c) or "") for c in _COLUMNS])
     return table

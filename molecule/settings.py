@@ -43,7 +43,8 @@ class Settings(BaseSettings):
         default="process", validation_alias="MOLECULE_DEFAULT_BACKEND"
     )
 
-    process_agent_nice: Annotated[int, Field(ge=0, le=19)] = 10
+    # Local agents yield the CPU to the control plane so deadlines hold while many agents boot.
+    process_agent_nice: Annotated[int, Field(ge=0, le=19)] = 19
     provision_timeout_seconds: PositiveInt | None = None
     remote_liveness_stale_after: PositiveInt = 180
     rescue_grace_seconds: PositiveInt = 24 * 3600

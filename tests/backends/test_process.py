@@ -24,7 +24,9 @@ FORKER = [
 ]
 
 
-def spec(command: list[str], workspace_id: str | None = None, env: dict[str, str] | None = None) -> InstanceSpec:
+def spec(
+    command: list[str], workspace_id: str | None = None, env: dict[str, str] | None = None
+) -> InstanceSpec:
     return InstanceSpec(
         workspace_id=workspace_id or str(uuid.uuid4()),
         runtime="claude-code",
@@ -67,6 +69,7 @@ async def test_start_stop_idempotent_and_env_passed(backend):
 
 async def test_stop_kills_the_whole_process_group(backend):
     instance_id = await backend.start(spec(FORKER))
+    assert instance_id is not None
     pid, _ = parse_instance_id(instance_id)
     log = backend.log_path((await backend.list_managed())[0].workspace_id)
     for _ in range(200):
@@ -100,6 +103,7 @@ async def test_list_managed_ignores_other_platforms(backend, tmp_path):
     other = ProcessProvisioner(tmp_path / "other", uuid.uuid4().hex[:12])
     mine = await backend.start(spec(SLEEPER))
     theirs = await other.start(spec(SLEEPER))
+    assert mine is not None and theirs is not None
     try:
         assert [m.instance_id for m in await backend.list_managed()] == [mine]
         assert [m.instance_id for m in await other.list_managed()] == [theirs]
@@ -128,3 +132,13 @@ async def test_missing_command_is_a_config_error(backend):
         await backend.start(spec([]))
     with pytest.raises(BackendConfigError):
         parse_instance_id("docker:abc")
+
+
+async def test_a_second_start_replaces_the_first_instance(backend):
+    s = spec(SLEEPER)
+    first = await backend.start(s)
+    second = await backend.start(s)
+    assert first != second
+    assert not await backend.is_running(first)
+    assert await backend.is_running(second)
+    assert [m.instance_id for m in await backend.list_managed()] == [second]

@@ -38,7 +38,9 @@ def bearer(token: str) -> dict[str, str]:
 async def test_status_enum_in_postgres_matches_python(database_url):
     conn = await asyncpg.connect(database_url)
     try:
-        values = await conn.fetchval("SELECT array_agg(v::text) FROM unnest(enum_range(NULL::workspace_status)) v")
+        values = await conn.fetchval(
+            "SELECT array_agg(v::text) FROM unnest(enum_range(NULL::workspace_status)) v"
+        )
     finally:
         await conn.close()
     assert values == [s.value for s in WorkspaceStatus]
@@ -93,13 +95,17 @@ async def test_body_over_one_mebibyte_is_413(stack):
 async def test_unknown_runtime_becomes_claude_code(stack):
     async with stack.client() as client:
         for runtime in ("", "cobol-bot"):
-            workspace = (await create(client, runtime=runtime, env={"AGENT_NEVER_REGISTER": "1"}))["workspace"]
+            workspace = (await create(client, runtime=runtime, env={"AGENT_NEVER_REGISTER": "1"}))[
+                "workspace"
+            ]
             assert workspace["runtime"] == "claude-code"
 
 
 async def test_tokens_are_stored_hashed_and_env_values_never_returned(stack, database_url):
     async with stack.client() as client:
-        created = await create(client, env={"ANTHROPIC_API_KEY": "sk-secret-value-123", "AGENT_NEVER_REGISTER": "1"})
+        created = await create(
+            client, env={"ANTHROPIC_API_KEY": "sk-secret-value-123", "AGENT_NEVER_REGISTER": "1"}
+        )
         token = created["auth_token"]
         workspace_id = created["workspace"]["id"]
         listing = await client.get("/workspaces")
@@ -123,12 +129,14 @@ async def test_workspace_tokens_are_scoped_to_their_workspace(stack):
     async with stack.client() as client, EventStream(client) as events:
         a = await create(client, name="a", external=True)
         b = await create(client, name="b", external=True)
-        a_id, b_id = a["workspace"]["id"], b["workspace"]["id"]
+        a_id = a["workspace"]["id"]
         assert a["workspace"]["status"] == "awaiting_agent"
         async with httpx.AsyncClient(base_url=stack.api_url) as agent:
             body = {"id": a_id, "url": "http://agent-a:9000", "agent_card": {"name": "a"}}
             assert (await agent.post("/registry/register", json=body)).status_code == 401
-            assert (await agent.post("/registry/register", json=body, headers=bearer("bogus"))).status_code == 401
+            assert (
+                await agent.post("/registry/register", json=body, headers=bearer("bogus"))
+            ).status_code == 401
             forbidden = await agent.post("/registry/register", json=body, headers=bearer(b["auth_token"]))
             assert forbidden.status_code == 403
             beat = {"workspace_id": a_id, "error_rate": 0.0}
@@ -143,9 +151,9 @@ async def test_workspace_tokens_are_scoped_to_their_workspace(stack):
             online = await events.wait_type("WORKSPACE_ONLINE", a_id)
             assert online["payload"]["recovered_from"] == "awaiting_agent"
 
-            beat = await agent.post("/registry/heartbeat", json=beat, headers=bearer(a["auth_token"]))
-            assert beat.status_code == 200
-            assert beat.json() == {"status": "online", "platform_inbound_secret": secret}
+            reply = await agent.post("/registry/heartbeat", json=beat, headers=bearer(a["auth_token"]))
+            assert reply.status_code == 200
+            assert reply.json() == {"status": "online", "platform_inbound_secret": secret}
 
 
 async def test_heartbeat_bad_values(stack):
@@ -154,14 +162,19 @@ async def test_heartbeat_bad_values(stack):
     workspace_id, token = created["workspace"]["id"], created["auth_token"]
     async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(token)) as agent:
         for rate in (1.5, -0.1):
-            response = await agent.post("/registry/heartbeat", json={"workspace_id": workspace_id, "error_rate": rate})
+            response = await agent.post(
+                "/registry/heartbeat", json={"workspace_id": workspace_id, "error_rate": rate}
+            )
             assert response.status_code == 422, rate
             assert response.json()["fields"][0]["field"] == "error_rate"
-        nan = '{"workspace_id": "%s", "error_rate": NaN}' % workspace_id
-        response = await agent.post("/registry/heartbeat", content=nan, headers={"Content-Type": "application/json"})
+        nan = '{"workspace_id": "' + workspace_id + '", "error_rate": NaN}'
+        response = await agent.post(
+            "/registry/heartbeat", content=nan, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 422
         response = await agent.post(
-            "/registry/heartbeat", json={"workspace_id": workspace_id, "monthly_spend": -50, "active_tasks": 2}
+            "/registry/heartbeat",
+            json={"workspace_id": workspace_id, "monthly_spend": -50, "active_tasks": 2},
         )
         assert response.status_code == 200
     async with stack.client() as client:
@@ -231,3 +244,30 @@ async def test_create_rolls_back_the_row_when_the_workflow_cannot_start(database
         assert await conn.fetchval("SELECT count(*) FROM structure_events") == events_before
     finally:
         await conn.close()
+
+
+async def test_list_filters_by_status_and_get_reports_the_manifest_timeout(make_stack, tmp_path):
+    templates = tmp_path / "templates"
+    (templates / "codex").mkdir(parents=True)
+    (templates / "codex" / "config.yaml").write_text(
+        "runtime: codex\nbackend: process\ncommand: ['sleep', '600']\n"
+        "runtime_config:\n  provision_timeout_seconds: 1200\n"
+    )
+    stack = await make_stack(TEMPLATES_DIR=templates)
+    async with stack.client() as client:
+        codex = (await create(client, name="c", runtime="codex"))["workspace"]
+        external = (await create(client, name="e", external=True))["workspace"]
+        assert codex["provision_timeout_ms"] == 1_200_000
+        assert external["provision_timeout_ms"] is None
+        got = (await client.get(f"/workspaces/{codex['id']}")).json()
+        assert got["provision_timeout_ms"] == 1_200_000
+
+        waiting = (await client.get("/workspaces", params={"status": "awaiting_agent"})).json()
+        assert external["id"] in [w["id"] for w in waiting]
+        assert all(w["status"] == "awaiting_agent" for w in waiting)
+        provisioning = (await client.get("/workspaces", params={"status": "provisioning"})).json()
+        assert codex["id"] in [w["id"] for w in provisioning]
+        assert external["id"] not in [w["id"] for w in provisioning]
+        bad = await client.get("/workspaces", params={"status": "sleeping"})
+        assert bad.status_code == 422
+        assert bad.json()["fields"][0]["field"] == "status"

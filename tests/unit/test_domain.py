@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -37,8 +38,14 @@ def test_manifest_timeout_is_the_max_of_valid_values():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("hermes", ("hermes", False)), ("  Codex ", ("codex", False)), ("", ("claude-code", True)),
-     (None, ("claude-code", True)), ("gpt-bot", ("claude-code", True)), ("external", ("external", False))],
+    [
+        ("hermes", ("hermes", False)),
+        ("  Codex ", ("codex", False)),
+        ("", ("claude-code", True)),
+        (None, ("claude-code", True)),
+        ("gpt-bot", ("claude-code", True)),
+        ("external", ("external", False)),
+    ],
 )
 def test_runtime_allowlist(given, expected):
     assert normalize_runtime(given) == expected
@@ -54,8 +61,12 @@ def test_required_env_preflight():
 
 @pytest.mark.parametrize(
     ("var", "value", "default"),
-    [("PROVISION_TIMEOUT_SECONDS", "soon", None), ("REMOTE_LIVENESS_STALE_AFTER", "-1", 180),
-     ("REMOTE_LIVENESS_STALE_AFTER", "abc", 180), ("MOLECULE_ENV", "staging", "production")],
+    [
+        ("PROVISION_TIMEOUT_SECONDS", "soon", None),
+        ("REMOTE_LIVENESS_STALE_AFTER", "-1", 180),
+        ("REMOTE_LIVENESS_STALE_AFTER", "abc", 180),
+        ("MOLECULE_ENV", "staging", "production"),
+    ],
 )
 def test_malformed_settings_log_variable_value_and_default(monkeypatch, caplog, var, value, default):
     monkeypatch.setenv(var, value)
@@ -97,9 +108,14 @@ def test_heartbeat_rules():
 
 
 def test_steady_heartbeats_are_not_news():
-    steady = {
-        "status": "online", "first_since_register": False, "prev_runtime_state": "", "runtime_state": "",
-        "prev_error_rate": 0.0, "error_rate": 0.05, "capabilities_changed": False,
+    steady: dict[str, Any] = {
+        "status": "online",
+        "first_since_register": False,
+        "prev_runtime_state": "",
+        "runtime_state": "",
+        "prev_error_rate": 0.0,
+        "error_rate": 0.05,
+        "capabilities_changed": False,
     }
     assert not heartbeat_is_news(**steady)
     assert heartbeat_is_news(**steady | {"first_since_register": True})

@@ -21,7 +21,9 @@ def migration_enum_values() -> list[str]:
         created = re.search(r"CREATE TYPE workspace_status AS ENUM \((.*?)\);", migration.sql, re.S)
         if created:
             values = re.findall(r"'([^']+)'", created.group(1))
-        values += re.findall(r"ALTER TYPE workspace_status ADD VALUE (?:IF NOT EXISTS )?'([^']+)'", migration.sql)
+        values += re.findall(
+            r"ALTER TYPE workspace_status ADD VALUE (?:IF NOT EXISTS )?'([^']+)'", migration.sql
+        )
     return values
 
 
