@@ -57,8 +57,8 @@ class WorkspaceActivities:
         row = await ws_store.get_workspace(self.pool, req.workspace_id)
         if row is None:
             # The API inserts the row in the transaction that starts the workflow: it may not be
-            # committed yet, or it was rolled back. Retry; the workflow gives up after a while.
-            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND)
+            # committed yet, or it was rolled back. The workflow waits on timers and asks again.
+            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
         env = await ws_store.get_env(self.pool, req.workspace_id)
         return plan_provision(self.settings, self.templates, req, env)
 

@@ -33,12 +33,9 @@ with workflow.unsafe.imports_passed_through():
 WORKSPACE_NOT_FOUND = "WorkspaceNotFound"
 
 _DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-# A row that never appears means the create was rolled back: give up after ~1 minute.
-_FIND_ROW_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=8,
-)
+# The row may not be committed yet when the first task runs; one that never appears means the
+# create was rolled back. Waits are workflow timers (~1 minute in all), then the workflow gives up.
+_FIND_ROW_WAITS = (0.5, 1, 2, 4, 8, 15, 30)
 _START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
@@ -113,18 +110,9 @@ class WorkspaceWorkflow:
 
     async def _provision(self) -> bool:
         inp = self.inp
-        try:
-            plan: ProvisionPlan = await workflow.execute_activity(
-                "prepare_provision",
-                ProvisionRequest(inp.workspace_id, inp.runtime, inp.template),
-                result_type=ProvisionPlan,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=_FIND_ROW_RETRY,
-            )
-        except ActivityError as err:
-            if isinstance(err.cause, ApplicationError) and err.cause.type == WORKSPACE_NOT_FOUND:
-                return False
-            raise
+        plan = await self._prepare()
+        if plan is None:
+            return False
         self.state.timeout_secs = plan.timeout_secs
         self.state.deadline_at = workflow.now().timestamp() + plan.timeout_secs
         self.state.generation += 1
@@ -180,6 +168,25 @@ class WorkspaceWorkflow:
             )
         finally:
             self.state.provisioned = True
+
+    async def _prepare(self) -> ProvisionPlan | None:
+        inp = self.inp
+        for wait in (*_FIND_ROW_WAITS, None):
+            try:
+                plan: ProvisionPlan = await workflow.execute_activity(
+                    "prepare_provision",
+                    ProvisionRequest(inp.workspace_id, inp.runtime, inp.template),
+                    result_type=ProvisionPlan,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=_DB_RETRY,
+                )
+                return plan
+            except ActivityError as err:
+                if not (isinstance(err.cause, ApplicationError) and err.cause.type == WORKSPACE_NOT_FOUND):
+                    raise
+            if wait is not None:
+                await workflow.sleep(wait)
+        return None
 
     async def _on_deadline(self) -> None:
         if self.state.status != WorkspaceStatus.PROVISIONING:

@@ -271,3 +271,48 @@ async def test_list_filters_by_status_and_get_reports_the_manifest_timeout(make_
         bad = await client.get("/workspaces", params={"status": "sleeping"})
         assert bad.status_code == 422
         assert bad.json()["fields"][0]["field"] == "status"
+
+
+async def test_workspace_event_stream_replays_and_filters(stack):
+    async with stack.client() as client:
+        a = await create(client, name="a", external=True)
+        b = await create(client, name="b", external=True)
+        a_id, b_id = a["workspace"]["id"], b["workspace"]["id"]
+        assert (await client.get(f"/workspaces/{uuid.uuid4()}/events")).status_code == 404
+        # since=0 replays a's history (its WORKSPACE_CREATED) before going live.
+        async with EventStream(client, f"/workspaces/{a_id}/events?since=0") as events:
+            await events.wait_type("WORKSPACE_CREATED", a_id)
+            async with httpx.AsyncClient(base_url=stack.api_url) as agent:
+                for ws, token in ((b_id, b["auth_token"]), (a_id, a["auth_token"])):
+                    reply = await agent.post(
+                        "/registry/register", json={"id": ws, "url": f"http://{ws}"}, headers=bearer(token)
+                    )
+                    assert reply.status_code == 200
+            await events.wait_type("WORKSPACE_ONLINE", a_id)
+            assert {e["workspace_id"] for e in events.events} == {a_id}
+
+
+async def test_token_last_used_is_written_at_most_once_a_minute(stack, database_url):
+    async with stack.client() as client:
+        created = await create(client, external=True)
+    workspace_id, token = created["workspace"]["id"], created["auth_token"]
+    conn = await asyncpg.connect(database_url)
+
+    async def last_used():
+        return await conn.fetchval(
+            "SELECT last_used_at FROM workspace_auth_tokens WHERE token_hash = $1",
+            hashlib.sha256(token.encode()).hexdigest(),
+        )
+
+    try:
+        assert await last_used() is None
+        async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(token)) as agent:
+            beat = {"workspace_id": workspace_id}
+            assert (await agent.post("/registry/heartbeat", json=beat)).status_code == 200
+            first = await last_used()
+            assert first is not None
+            for _ in range(3):
+                assert (await agent.post("/registry/heartbeat", json=beat)).status_code == 200
+            assert await last_used() == first
+    finally:
+        await conn.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from temporalio.client import Client
 
+from domain.search_attributes import WORKSPACE_STATUS
 from tests.integration.sse import EventStream
 
 pytestmark = pytest.mark.integration
@@ -18,6 +20,12 @@ async def create(client, **body):
     response = await client.post("/workspaces", json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+async def workflow_status_attribute(stack, workspace_id: str) -> str | None:
+    client = await Client.connect(stack.temporal_address)
+    description = await client.get_workflow_handle(f"workspace-{workspace_id}").describe()
+    return description.typed_search_attributes.get(WORKSPACE_STATUS)
 
 
 async def test_create_over_http_goes_online(make_stack):
@@ -38,6 +46,8 @@ async def test_create_over_http_goes_online(make_stack):
         assert row["instance_id"].startswith("process:")
         assert row["last_heartbeat_at"] is not None
         assert row["provision_deadline_at"] is not None
+        # Operators see the status in the Temporal UI too.
+        assert await workflow_status_attribute(stack, workspace["id"]) == "online"
         # The agent's A2A endpoint answers at the URL it registered.
         async with httpx.AsyncClient() as raw:
             reply = await raw.post(
@@ -64,6 +74,7 @@ async def test_agent_that_never_registers_fails_at_its_deadline(make_stack):
         row = (await client.get(f"/workspaces/{workspace_id}")).json()
         assert row["status"] == "failed"
         assert row["last_sample_error"].startswith("provisioning timed out")
+        assert await workflow_status_attribute(stack, workspace_id) == "failed"
 
 
 async def test_worker_killed_mid_provisioning_still_ends_online(make_stack):

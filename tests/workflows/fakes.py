@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.workspace import plan_provision
+from activities.workspace import WORKSPACE_NOT_FOUND, plan_provision
 from domain.models import ProvisionPlan, ProvisionRequest, StartRequest, StartResult, StatusChange
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
@@ -23,11 +24,14 @@ class FakeActivities:
         settings: Settings,
         templates: TemplateCatalog,
         workspace_env: dict[str, str] | None = None,
+        row_exists: bool = True,
     ) -> None:
         self.env = env
         self.settings = settings
         self.templates = templates
         self.workspace_env = workspace_env or {}
+        self.row_exists = row_exists
+        self.prepare_attempts = 0
         self.changes: list[tuple[StatusChange, datetime]] = []
         self.starts: list[StartRequest] = []
         self._seen_keys: set[str] = set()
@@ -35,6 +39,9 @@ class FakeActivities:
 
     @activity.defn(name="prepare_provision")
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
+        self.prepare_attempts += 1
+        if not self.row_exists:
+            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
         return plan_provision(self.settings, self.templates, req, self.workspace_env)
 
     @activity.defn(name="start_instance")

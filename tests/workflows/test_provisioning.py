@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -105,19 +104,7 @@ async def provisioning(
         try:
             yield Running(env, fake, handle, started_at)
         finally:
-            await terminate_when_quiet(env, handle.id)
-
-
-async def terminate_when_quiet(env: WorkflowEnvironment, workflow_id: str) -> None:
-    """Terminate once no activity or workflow task is in flight: the Java test server never releases
-    its time-skipping lock for an activity whose workflow was terminated under it."""
-    handle = env.client.get_workflow_handle(workflow_id)
-    for _ in range(200):
-        raw = (await handle.describe()).raw_description
-        if not raw.pending_activities and not raw.HasField("pending_workflow_task"):
-            break
-        await asyncio.sleep(0.01)
-    await handle.terminate()
+            await env.client.get_workflow_handle(handle.id).terminate()
 
 
 async def assert_fails_between(run: Running, spared_at: float, failed_by: float, timeout_secs: int) -> None:
@@ -229,10 +216,10 @@ async def test_heartbeat_while_provisioning_brings_it_online(time_env, tmp_path,
         assert change.payload["recovered_from"] == "provisioning"
 
 
-async def test_forced_continue_as_new_keeps_deadline_and_status(fresh_time_env, tmp_path, settings_factory):
+async def test_forced_continue_as_new_keeps_deadline_and_status(time_env, tmp_path, settings_factory):
     catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code")})
     async with provisioning(
-        fresh_time_env, "claude-code", settings_factory(None), catalog, continue_as_new_after=12
+        time_env, "claude-code", settings_factory(None), catalog, continue_as_new_after=12
     ) as run:
         first_deadline = run.fake.starts[0].deadline_at
         await run.advance_to(300)
@@ -261,3 +248,26 @@ async def test_required_env_missing_fails_before_anything_starts(time_env, tmp_p
         assert change.payload["missing"] == ["ANTHROPIC_API_KEY", "OTHER"]
         assert "ANTHROPIC_API_KEY" in change.payload["error"]
         assert run.fake.starts == []
+
+
+async def test_workflow_whose_row_never_commits_ends_without_starting_anything(
+    time_env, tmp_path, settings_factory
+):
+    # The API's create transaction rolled back after the workflow started: it must not linger.
+    catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code")})
+    fake = FakeActivities(time_env, settings_factory(None), catalog, row_exists=False)
+    task_queue = f"tq-{uuid.uuid4()}"
+    workspace_id = str(uuid.uuid4())
+    async with Worker(
+        time_env.client, task_queue=task_queue, workflows=[WorkspaceWorkflow], activities=fake.all()
+    ):
+        result = await time_env.client.execute_workflow(
+            WorkspaceWorkflow.run,
+            WorkspaceInput(workspace_id, "claude-code", "process"),
+            id=workflow_id_for(workspace_id),
+            task_queue=task_queue,
+        )
+    assert result.startswith("abandoned")
+    assert fake.prepare_attempts > 1, "retried before giving up: the commit may just be late"
+    assert fake.starts == []
+    assert fake.changes == []
