@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,9 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         if external:
             base = external
         else:
-            server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+            # Not under pytest's basetemp: each new pytest session resets it to 0700, which locks
+            # out the unprivileged user the server runs as when tests run as root.
+            server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="molecule-test-pg-")) / "data")
             base = await asyncio.to_thread(server.start)
         dsn = await ensure_database(base, f"molecule_test_{uuid.uuid4().hex[:8]}")
         await apply_migrations(dsn)
@@ -44,6 +48,7 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     yield dsn
     if server is not None:
         await asyncio.to_thread(server.stop)
+        shutil.rmtree(server.pgdata.parent, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session")
