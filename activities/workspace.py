@@ -12,7 +12,17 @@ from temporalio.exceptions import ApplicationError
 from backends.base import BackendConfigError, BackendError, InstanceSpec
 from backends.registry import Backends
 from domain.events import EventType
-from domain.models import ProvisionPlan, ProvisionRequest, StartRequest, StartResult, StatusChange
+from domain.models import (
+    EventRecord,
+    LivenessReport,
+    LivenessRequest,
+    ProvisionPlan,
+    ProvisionRequest,
+    StartRequest,
+    StartResult,
+    StatusChange,
+    StopRequest,
+)
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
@@ -40,6 +50,7 @@ def plan_provision(
         timeout_secs=timeout.seconds,
         timeout_source=timeout.source,
         missing_env=missing_required_env(template, env),
+        stale_after_secs=settings.remote_liveness_stale_after,
     )
 
 
@@ -123,5 +134,41 @@ class WorkspaceActivities:
             change.clear_sample_error,
         )
 
+    @activity.defn(name="check_liveness")
+    async def check_liveness(self, req: LivenessRequest) -> LivenessReport:
+        last = await ws_store.last_heartbeat_at(self.pool, req.workspace_id)
+        report = LivenessReport(last.timestamp() if last else None)
+        if req.check_instance and req.instance_id:
+            try:
+                report.instance_running = await self.backends.get(req.backend).is_running(req.instance_id)
+            except BackendConfigError as exc:
+                raise ApplicationError(str(exc), type=BACKEND_CONFIG_ERROR, non_retryable=True) from exc
+        elif req.check_instance:
+            report.instance_running = False
+        return report
+
+    @activity.defn(name="stop_instance")
+    async def stop_instance(self, req: StopRequest) -> None:
+        try:
+            await self.backends.get(req.backend).stop(req.instance_id)
+        except BackendConfigError as exc:
+            raise ApplicationError(str(exc), type=BACKEND_CONFIG_ERROR, non_retryable=True) from exc
+        except BackendError as exc:
+            raise ApplicationError(str(exc), type="BackendError") from exc
+
+    @activity.defn(name="record_event")
+    async def record_event(self, record: EventRecord) -> None:
+        async with self.pool.acquire() as conn:
+            await event_store.insert_event(
+                conn, record.event_type, record.workspace_id, record.payload, record.key
+            )
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.prepare_provision, self.start_instance, self.record_status]
+        return [
+            self.prepare_provision,
+            self.start_instance,
+            self.record_status,
+            self.check_liveness,
+            self.stop_instance,
+            self.record_event,
+        ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from agent.config import AgentConfig, ConfigError
 
 __all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_CRASH", "EXIT_OK", "Agent", "AgentConfig", "run", "serve"]
 
+FAULTS_FILE = "faults.json"
 log = logging.getLogger("molecule.agent")
 
 EXIT_OK = 0
@@ -249,16 +251,32 @@ class Agent:
             failures += 1
             log.warning("heartbeat failed (%s); will retry in %.1fs", problem, interval)
 
+    def faults(self) -> tuple[float, bool]:
+        """(error_rate, wedged): the env's fault modes, overridden at run time by
+        `<WORKSPACE_CONFIG_PATH>/faults.json` ({"error_rate": 0.8, "wedged": true}) when present."""
+        error_rate, wedged = self.config.error_rate, self.config.wedged
+        try:
+            override = json.loads((self.config.config_path / FAULTS_FILE).read_text())
+        except (OSError, ValueError):
+            return error_rate, wedged
+        if isinstance(override, dict):
+            rate = override.get("error_rate", error_rate)
+            if isinstance(rate, int | float) and 0 <= rate <= 1:
+                error_rate = float(rate)
+            wedged = bool(override.get("wedged", wedged))
+        return error_rate, wedged
+
     def heartbeat_payload(self) -> dict[str, Any]:
         cfg, state = self.config, self.state
+        error_rate, wedged = self.faults()
         return {
             "workspace_id": cfg.workspace_id,
-            "error_rate": cfg.error_rate,
-            "sample_error": SIMULATED_ERROR if cfg.error_rate > 0 else "",
+            "error_rate": error_rate,
+            "sample_error": SIMULATED_ERROR if error_rate > 0 else "",
             "active_tasks": state.active_tasks,
             "uptime_seconds": state.uptime_seconds(),
             "current_task": state.current_task,
-            "runtime_state": "wedged" if cfg.wedged else "",
+            "runtime_state": "wedged" if wedged else "",
             "runtime_metadata": {"capabilities": dict(CAPABILITIES)},
         }
 

@@ -83,6 +83,10 @@ async def require_workspace_token(
     owner = await tokens.authenticate(await platform.pool(), token)
     if owner is None:
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
+    if owner.workspace_removed:
+        raise ApiError(
+            410, f"workspace {owner.workspace_id} was removed", "workspace_removed", id=owner.workspace_id
+        )
     return owner
 
 

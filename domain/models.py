@@ -26,6 +26,9 @@ class WorkspaceState:
     error_rate: float = 0.0
     status_mgmt: bool = False
     transition_seq: int = 0
+    stale_after_secs: int = 180
+    last_beat_at: float | None = None  # last agent news the workflow saw (epoch seconds)
+    liveness_due_at: float | None = None  # when the liveness timer fires next
 
 
 @dataclass
@@ -66,6 +69,29 @@ class ProvisionPlan:
     timeout_secs: int = 0
     timeout_source: str = "default"
     missing_env: list[str] = field(default_factory=list)
+    stale_after_secs: int = 180
+
+
+@dataclass
+class LivenessRequest:
+    workspace_id: str
+    backend: str
+    instance_id: str | None
+    stale_after_secs: int
+    check_instance: bool  # ask the backend only once the beats look stale
+
+
+@dataclass
+class LivenessReport:
+    last_heartbeat_at: float | None  # epoch seconds, from Postgres
+    instance_running: bool | None = None  # None: not asked
+
+
+@dataclass
+class StopRequest:
+    workspace_id: str
+    backend: str
+    instance_id: str
 
 
 @dataclass
@@ -94,3 +120,13 @@ class StatusChange:
     key: str
     last_sample_error: str | None = None
     clear_sample_error: bool = False
+
+
+@dataclass
+class EventRecord:
+    """An event that is not a status change (evidence for operators), written once per key."""
+
+    workspace_id: str
+    event_type: str
+    payload: dict[str, Any]
+    key: str

@@ -98,13 +98,62 @@ def heartbeat_is_news(
     prev_error_rate: float,
     error_rate: float,
     capabilities_changed: bool,
+    status_mgmt: bool = False,
 ) -> bool:
     """Whether a beat carries something the workflow must act on; steady beats stay in Postgres."""
     if status not in (WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED):
-        return True
+        return status not in FROZEN
+    would_transition = (
+        on_heartbeat(
+            status,
+            error_rate=error_rate,
+            sample_error=None,
+            runtime_state=runtime_state,
+            status_mgmt=status_mgmt,
+        )
+        is not None
+    )
     return (
-        first_since_register
+        would_transition
+        or first_since_register
         or prev_runtime_state != runtime_state
         or error_band(prev_error_rate) != error_band(error_rate)
         or capabilities_changed
+    )
+
+
+HEARTBEAT_STALE = "heartbeat stale"
+
+
+def liveness_slack(stale_after_secs: int) -> int:
+    """Extra wait before re-checking a workspace whose beats were fresh at the last check.
+
+    Each check costs ~6 history events; checking every stale window + a third keeps a healthy
+    workspace under ~100 events an hour (180 s window: a check every ~4 min) while a silent one is
+    still caught between 1x and 1.33x the window after its last beat."""
+    return max(1, stale_after_secs // 3)
+
+
+LIVENESS_STATUSES = frozenset({WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED})
+
+
+def on_stale(status: str, *, external: bool, instance_running: bool | None) -> Transition | None:
+    """No beat for the stale window (confirmed from Postgres). Never flips paused/hibernated/removed."""
+    current = WorkspaceStatus(status)
+    if current not in LIVENESS_STATUSES:
+        return None
+    if external:
+        return Transition(
+            WorkspaceStatus.AWAITING_AGENT, EventType.WORKSPACE_AWAITING_AGENT, {"reason": HEARTBEAT_STALE}
+        )
+    if instance_running:
+        if current == WorkspaceStatus.DEGRADED:
+            return None
+        return Transition(
+            WorkspaceStatus.DEGRADED, EventType.WORKSPACE_DEGRADED, {"sample_error": HEARTBEAT_STALE}
+        )
+    return Transition(
+        WorkspaceStatus.OFFLINE,
+        EventType.WORKSPACE_OFFLINE,
+        {"reason": f"{HEARTBEAT_STALE} and the instance is not running"},
     )

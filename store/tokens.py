@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from domain.status import WorkspaceStatus
+
 
 @dataclass(frozen=True)
 class MintedToken:
@@ -53,16 +55,26 @@ async def replace_instance_token(conn: asyncpg.Connection, workspace_id: str) ->
 class TokenOwner:
     token_id: int
     workspace_id: str
+    workspace_removed: bool = False
 
 
 async def authenticate(pool: asyncpg.Pool, token: str) -> TokenOwner | None:
+    """The token's workspace; None for an unknown or revoked token, unless its workspace was
+    removed (delete revokes tokens): that agent is told its workspace is gone rather than 401."""
     row = await pool.fetchrow(
-        """SELECT id, workspace_id::text AS workspace_id, last_used_at < now() - interval '1 minute'
-                  OR last_used_at IS NULL AS stale
-           FROM workspace_auth_tokens WHERE token_hash = $1 AND revoked_at IS NULL""",
+        """SELECT t.id, t.workspace_id::text AS workspace_id, t.revoked_at IS NOT NULL AS revoked,
+                  w.removed_at IS NOT NULL OR w.status = $2::workspace_status AS removed,
+                  t.last_used_at < now() - interval '1 minute' OR t.last_used_at IS NULL AS stale
+           FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
+           WHERE t.token_hash = $1""",
         hash_token(token),
+        WorkspaceStatus.REMOVED.value,
     )
     if row is None:
+        return None
+    if row["removed"]:
+        return TokenOwner(row["id"], row["workspace_id"], workspace_removed=True)
+    if row["revoked"]:
         return None
     if row["stale"]:
         # At most one write a minute per token: heartbeats arrive every 30 s from every agent.

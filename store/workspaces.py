@@ -97,6 +97,12 @@ async def get_env_names(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str
     return [r["name"] for r in rows]
 
 
+async def last_heartbeat_at(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> datetime | None:
+    return await db.fetchval(  # type: ignore[no-any-return]
+        "SELECT last_heartbeat_at FROM workspaces WHERE id = $1", workspace_id
+    )
+
+
 async def set_provisioning_facts(
     db: asyncpg.Pool, workspace_id: str, deadline_at: datetime, timeout_secs: int
 ) -> None:
@@ -179,10 +185,11 @@ class HeartbeatWrite:
     uptime_seconds: int
     current_task: str | None
     runtime_state: str
-    monthly_spend: int  # 0 means no update
-    capabilities: dict[str, Any] | None  # None: leave unchanged
-    idle_timeout_seconds: int | None  # only applied when capabilities/metadata were sent
-    metadata_sent: bool
+    monthly_spend: int  # cents; 0 means no update
+    set_capabilities: bool = False  # False: keep what is stored
+    capabilities: dict[str, Any] | None = None
+    set_idle_timeout: bool = False
+    idle_timeout_seconds: int | None = None  # None with set_idle_timeout clears the override
 
 
 @dataclass(frozen=True)
@@ -219,7 +226,7 @@ async def record_heartbeat(
                runtime_state = $7,
                monthly_spend = CASE WHEN $8 > 0 THEN $8 ELSE w.monthly_spend END,
                capabilities = CASE WHEN $11 THEN COALESCE($9, '{}'::jsonb) ELSE w.capabilities END,
-               idle_timeout_seconds = CASE WHEN $11 THEN $10 ELSE w.idle_timeout_seconds END,
+               idle_timeout_seconds = CASE WHEN $12 THEN $10 ELSE w.idle_timeout_seconds END,
                updated_at = now()
            FROM prev WHERE w.id = prev.id
            RETURNING w.status::text AS status, w.removed_at,
@@ -239,7 +246,8 @@ async def record_heartbeat(
         hb.monthly_spend,
         hb.capabilities,
         hb.idle_timeout_seconds,
-        hb.metadata_sent,
+        hb.set_capabilities,
+        hb.set_idle_timeout,
     )
     if row is None:
         return None

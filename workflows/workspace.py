@@ -15,19 +15,30 @@ with workflow.unsafe.imports_passed_through():
     from domain import search_attributes as sa
     from domain.events import EventType
     from domain.models import (
+        EventRecord,
         HeartbeatSignal,
+        LivenessReport,
+        LivenessRequest,
         ProvisionPlan,
         ProvisionRequest,
         RegisterSignal,
         StartRequest,
         StartResult,
         StatusChange,
+        StopRequest,
         WorkspaceInput,
         WorkspaceState,
     )
     from domain.status import WorkspaceStatus
     from domain.timeouts import PROVISION_TIMEOUT_ERROR
-    from domain.transitions import Transition, on_heartbeat, on_register
+    from domain.transitions import (
+        LIVENESS_STATUSES,
+        Transition,
+        liveness_slack,
+        on_heartbeat,
+        on_register,
+        on_stale,
+    )
 
 # Types the activities raise; kept as literals so this module does not import activity code.
 WORKSPACE_NOT_FOUND = "WorkspaceNotFound"
@@ -37,6 +48,9 @@ _DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=
 # create was rolled back. Waits are workflow timers (~1 minute in all), then the workflow gives up.
 _FIND_ROW_WAITS = (0.5, 1, 2, 4, 8, 15, 30)
 _START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# Restart stops the old instance with 3 attempts, 1 s / 2 s / 4 s apart.
+_STOP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_attempts=3)
+_LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 
 
 @workflow.defn(name="WorkspaceWorkflow")
@@ -70,7 +84,7 @@ class WorkspaceWorkflow:
         if inp.state is not None:
             self.state = inp.state
         elif inp.backend == "external":
-            self.state = WorkspaceState(status=WorkspaceStatus.AWAITING_AGENT.value, provisioned=True)
+            self.state = WorkspaceState(status=WorkspaceStatus.AWAITING_AGENT.value)
 
         if not self.state.provisioned:
             if not await self._provision():
@@ -84,10 +98,10 @@ class WorkspaceWorkflow:
             try:
                 await workflow.wait_condition(
                     lambda: bool(self.inbox) or self._continue_as_new_due(),
-                    timeout=self._deadline_remaining(),
+                    timeout=self._next_timer(),
                 )
             except TimeoutError:
-                await self._on_deadline()
+                await self._on_timer()
                 continue
             while self.inbox:
                 await self._apply(self.inbox.pop(0))
@@ -101,6 +115,27 @@ class WorkspaceWorkflow:
             or info.get_current_history_length() >= self.inp.continue_as_new_after_events
         )
 
+    def _next_timer(self) -> float | None:
+        """Seconds to the next deadline or liveness check, None when nothing is armed."""
+        now = workflow.now().timestamp()
+        due = [self._deadline_remaining()]
+        if self.state.status in LIVENESS_STATUSES and self.state.liveness_due_at is not None:
+            due.append(max(0.0, self.state.liveness_due_at - now))
+        armed = [d for d in due if d is not None]
+        return min(armed) if armed else None
+
+    async def _on_timer(self) -> None:
+        now = workflow.now().timestamp()
+        deadline = self.state.deadline_at
+        if self.state.status == WorkspaceStatus.PROVISIONING and deadline is not None and now >= deadline:
+            await self._on_deadline()
+        elif (
+            self.state.status in LIVENESS_STATUSES
+            and self.state.liveness_due_at is not None
+            and now >= self.state.liveness_due_at
+        ):
+            await self._check_liveness()
+
     def _deadline_remaining(self) -> float | None:
         if self.state.status != WorkspaceStatus.PROVISIONING or self.state.deadline_at is None:
             return None
@@ -109,10 +144,18 @@ class WorkspaceWorkflow:
     # --- provisioning ---------------------------------------------------------------------------
 
     async def _provision(self) -> bool:
-        inp = self.inp
         plan = await self._prepare()
         if plan is None:
             return False
+        self.state.stale_after_secs = plan.stale_after_secs
+        if self.inp.backend == "external":
+            self.state.provisioned = True  # nothing to start: the agent registers from off-host
+            return True
+        await self._begin_generation(plan)
+        return True
+
+    async def _begin_generation(self, plan: ProvisionPlan) -> None:
+        inp = self.inp
         self.state.timeout_secs = plan.timeout_secs
         self.state.deadline_at = workflow.now().timestamp() + plan.timeout_secs
         self.state.generation += 1
@@ -126,11 +169,10 @@ class WorkspaceWorkflow:
                 {"error": error, "missing": plan.missing_env, "runtime": inp.runtime, "source": "preflight"},
                 last_sample_error=error,
             )
-            return True
+            return
 
         # The start runs beside the deadline wait: a slow start never delays the deadline verdict.
         self._start_task = asyncio.create_task(self._start_instance(plan.timeout_secs))
-        return True
 
     async def _start_instance(self, timeout_secs: int) -> None:
         inp = self.inp
@@ -204,10 +246,99 @@ class WorkspaceWorkflow:
             last_sample_error=PROVISION_TIMEOUT_ERROR,
         )
 
+    # --- liveness -------------------------------------------------------------------------------
+
+    async def _liveness_report(self, check_instance: bool) -> LivenessReport:
+        report: LivenessReport = await workflow.execute_local_activity(
+            "check_liveness",
+            LivenessRequest(
+                self.inp.workspace_id,
+                self.inp.backend,
+                self.state.instance_id,
+                self.state.stale_after_secs,
+                check_instance,
+            ),
+            result_type=LivenessReport,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_LOCAL_RETRY,
+        )
+        return report
+
+    async def _check_liveness(self) -> None:
+        """The timer fired: confirm from Postgres before acting, re-arm when a beat arrived."""
+        stale = self.state.stale_after_secs
+        report = await self._liveness_report(check_instance=False)
+        last = max(report.last_heartbeat_at or 0.0, self.state.last_beat_at or 0.0)
+        now = workflow.now().timestamp()
+        if now - last < stale:
+            self.state.liveness_due_at = last + stale + liveness_slack(stale)
+            return
+        external = self.inp.backend == "external"
+        running = None if external else (await self._liveness_report(check_instance=True)).instance_running
+        transition = on_stale(self.state.status, external=external, instance_running=running)
+        self.state.liveness_due_at = now + stale
+        if transition is None:
+            return
+        await self._set_status(
+            transition.status,
+            transition.event_type,
+            {**transition.payload, "last_heartbeat_at": last or None, "stale_after_secs": stale},
+            last_sample_error=transition.payload.get("sample_error"),
+        )
+        if transition.status == WorkspaceStatus.OFFLINE:
+            await self._restart("auto_restart: heartbeat stale and the instance is not running")
+
+    async def _restart(self, reason: str) -> None:
+        """Stop the old instance (3 attempts), then reprovision with a fresh deadline and token."""
+        old = self.state.instance_id
+        if old and self.inp.backend != "external":
+            try:
+                await workflow.execute_activity(
+                    "stop_instance",
+                    StopRequest(self.inp.workspace_id, self.inp.backend, old),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=_STOP_RETRY,
+                )
+            except ActivityError as err:
+                message = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
+                workflow.upsert_search_attributes([sa.LEAK_SUSPECT.value_set(True)])
+                await self._record_event(
+                    EventType.WORKSPACE_LEAK_SUSPECT,
+                    {
+                        "workspace_id": self.inp.workspace_id,
+                        "instance_id": old,
+                        "attempts": 3,
+                        "last_error": message,
+                    },
+                )
+        self.state.instance_id = None
+        self.state.registered = False
+        await self._set_status(
+            WorkspaceStatus.PROVISIONING, EventType.WORKSPACE_PROVISIONING, {"reason": reason}
+        )
+        plan = await self._prepare()
+        if plan is not None:
+            await self._begin_generation(plan)
+
+    async def _record_event(self, event_type: EventType, payload: dict[str, Any]) -> None:
+        self.state.transition_seq += 1
+        await workflow.execute_activity(
+            "record_event",
+            EventRecord(
+                self.inp.workspace_id,
+                event_type.value,
+                payload,
+                f"{workflow.info().workflow_id}:{self.state.transition_seq}",
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_DB_RETRY,
+        )
+
     # --- agent news -----------------------------------------------------------------------------
 
     async def _apply(self, message: RegisterSignal | HeartbeatSignal) -> None:
         transition: Transition | None
+        self.state.last_beat_at = workflow.now().timestamp()
         if isinstance(message, RegisterSignal):
             self.state.registered = True
             self.state.url = message.url
@@ -254,7 +385,15 @@ class WorkspaceWorkflow:
             last_sample_error=last_sample_error,
             clear_sample_error=clear_sample_error,
         )
+        was_live = self.state.status in LIVENESS_STATUSES
         self.state.status = status.value
+        if status in LIVENESS_STATUSES and not was_live:
+            # Becoming live arms the liveness timer one stale window from now.
+            now = workflow.now().timestamp()
+            self.state.last_beat_at = max(self.state.last_beat_at or 0.0, now)
+            self.state.liveness_due_at = now + self.state.stale_after_secs
+        elif status not in LIVENESS_STATUSES:
+            self.state.liveness_due_at = None
         workflow.upsert_search_attributes([sa.WORKSPACE_STATUS.value_set(status.value)])
         await workflow.execute_activity(
             "record_status",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import asyncpg
 from fastapi import APIRouter
 from temporalio.client import Client
 
-from api.deps import PoolDep, TemporalDep, WorkspaceCaller, check_owner, parse_workspace_id
+from api.deps import PlatformDep, PoolDep, TemporalDep, WorkspaceCaller, check_owner, parse_workspace_id
 from api.errors import ApiError
-from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered
+from api.platform import Platform
+from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered, RuntimeMetadata
 from domain.events import EventType
 from domain.models import HeartbeatSignal, RegisterSignal, workflow_id_for
-from domain.status import WorkspaceStatus
 from domain.transitions import heartbeat_is_news
 from store import events as event_store
 from store import workspaces as ws_store
@@ -31,33 +33,43 @@ async def _signal(client: Client, workspace_id: str, name: str, arg: object) -> 
     await client.get_workflow_handle(workflow_id_for(workspace_id)).signal(name, arg)
 
 
+def _metadata_update(meta: RuntimeMetadata | None) -> dict[str, Any]:
+    """Absent metadata keeps what is stored; an explicit empty map clears capabilities and the idle
+    override; within a map, each key present replaces its value (idle timeout <= 0 clears it)."""
+    if meta is None:
+        return {}
+    sent = meta.model_fields_set
+    if not sent:
+        return {"set_capabilities": True, "capabilities": {}, "set_idle_timeout": True}
+    update: dict[str, Any] = {}
+    if "capabilities" in sent and meta.capabilities is not None:
+        update |= {"set_capabilities": True, "capabilities": meta.capabilities}
+    if "idle_timeout_seconds" in sent:
+        idle = meta.idle_timeout_seconds
+        update |= {"set_idle_timeout": True, "idle_timeout_seconds": idle if idle and idle > 0 else None}
+    return update
+
+
 @router.post("/register", response_model=Registered)
 async def register(
-    body: RegisterBody, caller: WorkspaceCaller, pool: PoolDep, client: TemporalDep
+    body: RegisterBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, client: TemporalDep
 ) -> Registered:
     workspace_id = parse_workspace_id(body.id)
     check_owner(caller, workspace_id)
     registration = await ws_store.register(pool, workspace_id, body.url, body.agent_card)
     if registration is None:
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
-    if registration.status == WorkspaceStatus.REMOVED:
-        raise _gone(workspace_id)
+    platform.inbound_secrets.put(workspace_id, registration.platform_inbound_secret)
     await _signal(client, workspace_id, "register", RegisterSignal(url=body.url, agent_card=body.agent_card))
     return Registered(platform_inbound_secret=registration.platform_inbound_secret)
 
 
 @router.post("/heartbeat", response_model=HeartbeatReply, response_model_exclude_none=True)
 async def heartbeat(
-    body: HeartbeatBody, caller: WorkspaceCaller, pool: PoolDep, client: TemporalDep
+    body: HeartbeatBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, client: TemporalDep
 ) -> HeartbeatReply:
     workspace_id = parse_workspace_id(body.workspace_id)
     check_owner(caller, workspace_id)
-    meta = body.runtime_metadata
-    idle = (
-        meta.idle_timeout_seconds
-        if meta and meta.idle_timeout_seconds and meta.idle_timeout_seconds > 0
-        else None
-    )
     write = ws_store.HeartbeatWrite(
         error_rate=body.error_rate,
         sample_error=body.sample_error,
@@ -66,9 +78,7 @@ async def heartbeat(
         current_task=body.current_task,
         runtime_state=body.runtime_state,
         monthly_spend=min(max(body.monthly_spend, 0), MAX_MONTHLY_SPEND),
-        capabilities=meta.capabilities if meta else None,
-        idle_timeout_seconds=idle,
-        metadata_sent=meta is not None,
+        **_metadata_update(body.runtime_metadata),
     )
     outcome = await ws_store.record_heartbeat(pool, workspace_id, write)
     if outcome is None:
@@ -86,11 +96,12 @@ async def heartbeat(
         if (outcome.prev_current_task, outcome.prev_active_tasks) != (body.current_task, body.active_tasks):
             await event_store.broadcast(
                 conn,
-                "TASK_UPDATED",
+                EventType.TASK_UPDATED,
                 workspace_id,
                 {"current_task": body.current_task, "active_tasks": body.active_tasks},
             )
 
+    status_mgmt = outcome.capabilities.get("status_mgmt") is True
     news = heartbeat_is_news(
         status=outcome.status,
         first_since_register=outcome.first_since_register,
@@ -99,9 +110,9 @@ async def heartbeat(
         prev_error_rate=outcome.prev_error_rate,
         error_rate=body.error_rate,
         capabilities_changed=outcome.capabilities_changed,
+        status_mgmt=status_mgmt,
     )
     if news:
-        status_mgmt = outcome.capabilities.get("status_mgmt") is True
         await _signal(
             client,
             workspace_id,
@@ -114,10 +125,26 @@ async def heartbeat(
                 status_mgmt=status_mgmt,
             ),
         )
-    secret = outcome.platform_inbound_secret
+    return HeartbeatReply(
+        status=outcome.status.value,
+        platform_inbound_secret=await _inbound_secret(
+            platform, pool, workspace_id, outcome.platform_inbound_secret
+        ),
+    )
+
+
+async def _inbound_secret(
+    platform: Platform, pool: asyncpg.Pool, workspace_id: str, stored: str | None
+) -> str | None:
+    cached = platform.inbound_secrets.get(workspace_id)
+    if cached:
+        return cached
+    secret = stored
     if secret is None:
-        try:
+        try:  # heal a NULL column; a failure must not fail the beat
             secret = await ws_store.ensure_inbound_secret(pool, workspace_id)
-        except Exception:  # a heal failure must not fail the beat
+        except Exception:
             log.warning("workspace %s: could not mint platform_inbound_secret", workspace_id)
-    return HeartbeatReply(status=outcome.status.value, platform_inbound_secret=secret)
+            return None
+    platform.inbound_secrets.put(workspace_id, secret)
+    return secret

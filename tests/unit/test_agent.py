@@ -424,3 +424,22 @@ def test_shipped_templates(runtime: str) -> None:
     assert template["runtime_config"]["required_env"] == []
     assert "provision_timeout_seconds" not in template["runtime_config"]
     assert "# provision_timeout_seconds:" in path.read_text()
+
+
+def test_faults_file_overrides_env_fault_modes_at_run_time(tmp_path: Path) -> None:
+    from agent.main import Agent
+
+    env = {
+        "WORKSPACE_ID": "w",
+        "PLATFORM_URL": "http://127.0.0.1:1",
+        "WORKSPACE_TOKEN": "t",
+        "WORKSPACE_CONFIG_PATH": str(tmp_path),
+        "AGENT_ERROR_RATE": "0.8",
+    }
+    agent = Agent(AgentConfig.from_env(env))
+    assert agent.heartbeat_payload()["error_rate"] == 0.8
+    (tmp_path / "faults.json").write_text('{"error_rate": 0.0, "wedged": true}')
+    payload = agent.heartbeat_payload()
+    assert (payload["error_rate"], payload["runtime_state"], payload["sample_error"]) == (0.0, "wedged", "")
+    (tmp_path / "faults.json").write_text("not json")
+    assert agent.heartbeat_payload()["error_rate"] == 0.8

@@ -125,3 +125,42 @@ def test_steady_heartbeats_are_not_news():
     assert heartbeat_is_news(**steady | {"capabilities_changed": True})
     assert heartbeat_is_news(**steady | {"status": "provisioning"})
     assert not heartbeat_is_news(**steady | {"status": "degraded", "error_rate": 0.3, "prev_error_rate": 0.4})
+
+
+def test_stale_rules_by_backend_and_status():
+    from domain.transitions import HEARTBEAT_STALE, on_stale
+
+    assert on_stale("online", external=True, instance_running=None).status == WorkspaceStatus.AWAITING_AGENT
+    assert on_stale("degraded", external=True, instance_running=None).status == WorkspaceStatus.AWAITING_AGENT
+    silent = on_stale("online", external=False, instance_running=True)
+    assert silent.status == WorkspaceStatus.DEGRADED and silent.payload["sample_error"] == HEARTBEAT_STALE
+    assert on_stale("degraded", external=False, instance_running=True) is None
+    assert on_stale("online", external=False, instance_running=False).status == WorkspaceStatus.OFFLINE
+    for status in ("paused", "hibernated", "hibernating", "removed", "failed", "provisioning", "offline"):
+        for external, running in ((True, None), (False, False), (False, True)):
+            assert on_stale(status, external=external, instance_running=running) is None, status
+
+
+def test_a_beat_that_would_recover_a_degraded_workspace_is_news():
+    base: dict[str, Any] = {
+        "first_since_register": False,
+        "prev_runtime_state": "",
+        "runtime_state": "",
+        "prev_error_rate": 0.0,
+        "error_rate": 0.0,
+        "capabilities_changed": False,
+    }
+    # Degraded by a stale heartbeat, now beating healthily: the workflow must hear it.
+    assert heartbeat_is_news(status="degraded", **base)
+    assert not heartbeat_is_news(status="degraded", **base, status_mgmt=True)
+    assert not heartbeat_is_news(status="removed", **base)
+    assert not heartbeat_is_news(status="paused", **base)
+
+
+def test_liveness_slack_keeps_checks_under_the_history_budget():
+    from domain.transitions import liveness_slack
+
+    # ~6 history events per check; a healthy workspace beating every 30 s is checked about every
+    # (stale + slack - 15 s): at the default window that is <= 100 events an hour.
+    interval = 180 + liveness_slack(180) - 15
+    assert 6 * 3600 / interval <= 100

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from domain.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from molecule.settings import Settings
 from tests.conftest import require
 
 _TYPES = {
@@ -45,3 +47,15 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await _start_env()
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+def settings_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], Settings]:
+    def build(env_timeout: str | None) -> Settings:
+        if env_timeout is None:
+            monkeypatch.delenv("PROVISION_TIMEOUT_SECONDS", raising=False)
+        else:
+            monkeypatch.setenv("PROVISION_TIMEOUT_SECONDS", env_timeout)
+        return Settings()
+
+    return build

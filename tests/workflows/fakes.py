@@ -12,7 +12,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.workspace import WORKSPACE_NOT_FOUND, plan_provision
-from domain.models import ProvisionPlan, ProvisionRequest, StartRequest, StartResult, StatusChange
+from domain.models import (
+    EventRecord,
+    LivenessReport,
+    LivenessRequest,
+    ProvisionPlan,
+    ProvisionRequest,
+    StartRequest,
+    StartResult,
+    StatusChange,
+    StopRequest,
+)
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
 
@@ -32,6 +42,14 @@ class FakeActivities:
         self.workspace_env = workspace_env or {}
         self.row_exists = row_exists
         self.prepare_attempts = 0
+        # Liveness: what Postgres would say. `beating` means the agent beat just now.
+        self.beating = False
+        self.last_beat: float | None = None
+        self.instance_running = True
+        self.liveness_checks = 0
+        self.stop_failures = 0  # fail this many stop attempts first
+        self.stops: list[StopRequest] = []
+        self.events: list[EventRecord] = []
         self.changes: list[tuple[StatusChange, datetime]] = []
         self.starts: list[StartRequest] = []
         self._seen_keys: set[str] = set()
@@ -40,6 +58,8 @@ class FakeActivities:
     @activity.defn(name="prepare_provision")
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
         self.prepare_attempts += 1
+        async with self._changed:
+            self._changed.notify_all()
         if not self.row_exists:
             raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
         return plan_provision(self.settings, self.templates, req, self.workspace_env)
@@ -47,9 +67,31 @@ class FakeActivities:
     @activity.defn(name="start_instance")
     async def start_instance(self, req: StartRequest) -> StartResult:
         self.starts.append(req)
+        self.instance_running = True
         async with self._changed:
             self._changed.notify_all()
         return StartResult(f"fake:{req.workspace_id}:{req.generation}")
+
+    @activity.defn(name="check_liveness")
+    async def check_liveness(self, req: LivenessRequest) -> LivenessReport:
+        self.liveness_checks += 1
+        now = (await self.env.get_current_time()).timestamp()
+        report = LivenessReport(now if self.beating else self.last_beat)
+        if req.check_instance:
+            report.instance_running = self.instance_running
+        return report
+
+    @activity.defn(name="stop_instance")
+    async def stop_instance(self, req: StopRequest) -> None:
+        self.stops.append(req)
+        if self.stop_failures > 0:
+            self.stop_failures -= 1
+            raise RuntimeError("injected stop failure")
+        self.instance_running = False
+
+    @activity.defn(name="record_event")
+    async def record_event(self, record: EventRecord) -> None:
+        self.events.append(record)
 
     @activity.defn(name="record_status")
     async def record_status(self, change: StatusChange) -> bool:
@@ -62,7 +104,14 @@ class FakeActivities:
         return True
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.prepare_provision, self.start_instance, self.record_status]
+        return [
+            self.prepare_provision,
+            self.start_instance,
+            self.record_status,
+            self.check_liveness,
+            self.stop_instance,
+            self.record_event,
+        ]
 
     def statuses(self) -> list[str]:
         return [c.status for c, _ in self.changes]

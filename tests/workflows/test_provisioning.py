@@ -3,108 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from temporalio.client import WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from domain.models import HeartbeatSignal, RegisterSignal, WorkspaceInput, WorkspaceState, workflow_id_for
+from domain.models import HeartbeatSignal, RegisterSignal, WorkspaceInput, workflow_id_for
 from domain.timeouts import PROVISION_TIMEOUT_ERROR
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
 from tests.workflows.fakes import FakeActivities
+from tests.workflows.harness import RUNTIMES, Running, make_catalog, manifest, provisioning
 from workflows.workspace import WorkspaceWorkflow
-
-RUNTIMES = ("claude-code", "hermes", "codex", "openclaw")
-
-
-def make_catalog(root: Path, templates: dict[str, dict[str, Any]]) -> TemplateCatalog:
-    for name, data in templates.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        (root / name / "config.yaml").write_text(yaml.safe_dump(data))
-    return TemplateCatalog(root)
-
-
-def manifest(
-    runtime: str, timeout: int | None = None, required_env: list[str] | None = None
-) -> dict[str, Any]:
-    runtime_config: dict[str, Any] = {"required_env": required_env or []}
-    if timeout is not None:
-        runtime_config["provision_timeout_seconds"] = timeout
-    return {"runtime": runtime, "backend": "process", "command": ["true"], "runtime_config": runtime_config}
-
-
-@dataclass
-class Running:
-    env: WorkflowEnvironment
-    fake: FakeActivities
-    handle: WorkflowHandle[Any, Any]
-    started_at: datetime
-
-    async def state(self) -> WorkspaceState:
-        # By id, not run id: the latest run answers even after a continue-as-new.
-        latest = self.env.client.get_workflow_handle(self.handle.id)
-        state: WorkspaceState = await latest.query(WorkspaceWorkflow.query_state)
-        return state
-
-    async def advance_to(self, seconds: float) -> None:
-        """Skip time until `seconds` after the workflow started its instance."""
-        now = await self.env.get_current_time()
-        remaining = seconds - (now - self.started_at).total_seconds()
-        assert remaining > 0, f"already {seconds - remaining:.0f}s in"
-        await self.env.sleep(remaining)
-
-
-@pytest.fixture
-def settings_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], Settings]:
-    def build(env_timeout: str | None) -> Settings:
-        if env_timeout is None:
-            monkeypatch.delenv("PROVISION_TIMEOUT_SECONDS", raising=False)
-        else:
-            monkeypatch.setenv("PROVISION_TIMEOUT_SECONDS", env_timeout)
-        return Settings()
-
-    return build
-
-
-@asynccontextmanager
-async def provisioning(
-    env: WorkflowEnvironment,
-    runtime: str,
-    settings: Settings,
-    catalog: TemplateCatalog,
-    *,
-    workspace_env: dict[str, str] | None = None,
-    continue_as_new_after: int = 2000,
-    expect_start: bool = True,
-) -> AsyncIterator[Running]:
-    fake = FakeActivities(env, settings, catalog, workspace_env)
-    task_queue = f"tq-{uuid.uuid4()}"
-    workspace_id = str(uuid.uuid4())
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[WorkspaceWorkflow], activities=fake.all()
-    ):
-        handle = await env.client.start_workflow(
-            WorkspaceWorkflow.run,
-            WorkspaceInput(workspace_id, runtime, "process", None, continue_as_new_after),
-            id=workflow_id_for(workspace_id),
-            task_queue=task_queue,
-        )
-        if expect_start:
-            await fake.wait_until(lambda: bool(fake.starts))
-        started_at = await env.get_current_time()
-        try:
-            yield Running(env, fake, handle, started_at)
-        finally:
-            await env.client.get_workflow_handle(handle.id).terminate()
 
 
 async def assert_fails_between(run: Running, spared_at: float, failed_by: float, timeout_secs: int) -> None:
@@ -186,6 +93,7 @@ async def test_register_at_700s_goes_online_and_never_fails(time_env, tmp_path, 
     catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code")})
     async with provisioning(time_env, "claude-code", settings_factory(None), catalog) as run:
         await run.advance_to(700)
+        run.fake.beating = True  # the agent beats from now on (steady beats reach Postgres only)
         await run.handle.signal(WorkspaceWorkflow.register, RegisterSignal("http://agent:1", {"name": "a"}))
         change, _ = await run.fake.wait_for_status("online")
         assert change.event_type == "WORKSPACE_ONLINE"
