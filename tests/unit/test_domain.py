@@ -127,15 +127,26 @@ def test_steady_heartbeats_are_not_news():
     assert not heartbeat_is_news(**steady | {"status": "degraded", "error_rate": 0.3, "prev_error_rate": 0.4})
 
 
+def must(transition):
+    assert transition is not None
+    return transition
+
+
 def test_stale_rules_by_backend_and_status():
     from domain.transitions import HEARTBEAT_STALE, on_stale
 
-    assert on_stale("online", external=True, instance_running=None).status == WorkspaceStatus.AWAITING_AGENT
-    assert on_stale("degraded", external=True, instance_running=None).status == WorkspaceStatus.AWAITING_AGENT
-    silent = on_stale("online", external=False, instance_running=True)
+    assert (
+        must(on_stale("online", external=True, instance_running=None)).status
+        == WorkspaceStatus.AWAITING_AGENT
+    )
+    assert (
+        must(on_stale("degraded", external=True, instance_running=None)).status
+        == WorkspaceStatus.AWAITING_AGENT
+    )
+    silent = must(on_stale("online", external=False, instance_running=True))
     assert silent.status == WorkspaceStatus.DEGRADED and silent.payload["sample_error"] == HEARTBEAT_STALE
     assert on_stale("degraded", external=False, instance_running=True) is None
-    assert on_stale("online", external=False, instance_running=False).status == WorkspaceStatus.OFFLINE
+    assert must(on_stale("online", external=False, instance_running=False)).status == WorkspaceStatus.OFFLINE
     for status in ("paused", "hibernated", "hibernating", "removed", "failed", "provisioning", "offline"):
         for external, running in ((True, None), (False, False), (False, True)):
             assert on_stale(status, external=external, instance_running=running) is None, status
