@@ -17,7 +17,9 @@ from store import tokens
 from store.tokens import TokenOwner
 
 
-def get_platform(request: Request) -> Platform:
+# Dependencies are `async def` even when they do not await: FastAPI runs plain `def` ones in a
+# threadpool, a thread hop per request on the heartbeat hot path.
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -25,7 +27,7 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def get_settings(platform: PlatformDep) -> Settings:
+async def get_settings(platform: PlatformDep) -> Settings:
     return platform.settings
 
 
@@ -55,7 +57,9 @@ def bearer(authorization: str | None) -> str | None:
     return value.strip()
 
 
-def require_operator(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_operator(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
     if not settings.admin_token:
         if settings.molecule_env == "development":
             return

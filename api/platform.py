@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from api.errors import OrchestratorUnavailable, PlatformUnavailable
 from api.event_hub import EventHub
+from api.news_gate import NewsGate
 from api.secret_cache import InboundSecretCache
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
@@ -25,6 +26,7 @@ class Platform:
         self.templates = TemplateCatalog(settings.templates_dir)
         self.hub = EventHub(settings.database_url or "")
         self.inbound_secrets = InboundSecretCache()
+        self.news = NewsGate()
         self._pool: asyncpg.Pool | None = None
         self._client: Client | None = None
         self._lock = asyncio.Lock()
