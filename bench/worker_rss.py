@@ -59,12 +59,16 @@ async def main() -> None:
             await asyncio.gather(*(create(i) for i in range(args.workspaces)))
         created_in = time.monotonic() - began
         loaded = await settle(worker)
-        print(f"created {args.workspaces} workspaces (live workflows) in {created_in:.1f}s "
-              f"({args.workspaces / created_in:.0f}/s)")
+        print(
+            f"created {args.workspaces} workspaces (live workflows) in {created_in:.1f}s "
+            f"({args.workspaces / created_in:.0f}/s)"
+        )
         print(f"worker RSS idle, no workflows:        {baseline:7.1f} MiB")
-        print(f"worker RSS with {args.workspaces} live workflows: {loaded:7.1f} MiB "
-              f"(+{(loaded - baseline) * 1024 / args.workspaces:.1f} KiB per workflow; sticky cache holds "
-              f"at most 1000 workflows by default, the rest replay on their next task)")
+        print(
+            f"worker RSS with {args.workspaces} live workflows: {loaded:7.1f} MiB "
+            f"(+{(loaded - baseline) * 1024 / args.workspaces:.1f} KiB per workflow; sticky cache holds "
+            f"at most 1000 workflows by default, the rest replay on their next task)"
+        )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Response
 from temporalio.client import Client
 
 from api.deps import (
@@ -75,11 +76,10 @@ async def register(
 async def heartbeat(
     body: HeartbeatBody,
     platform: PlatformDep,
-    pool: PoolDep,
-    client: TemporalDep,
     authorization: Annotated[str | None, Header()] = None,
-) -> HeartbeatReply:
-    # The hot path authenticates inside its one SQL round trip instead of the WorkspaceCaller dependency.
+) -> Response:
+    # The hot path: it authenticates inside its one SQL round trip (no WorkspaceCaller dependency),
+    # reaches Temporal only for news, and writes its small reply without a response-model pass.
     token = bearer(authorization)
     if token is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized")
@@ -94,6 +94,7 @@ async def heartbeat(
         monthly_spend=min(max(body.monthly_spend, 0), MAX_MONTHLY_SPEND),
         **_metadata_update(body.runtime_metadata),
     )
+    pool = await platform.pool()
     result = await heartbeats.record_beat(pool, token, workspace_id, beat)
     if result.verdict in ("unknown_token", "revoked"):
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
@@ -118,7 +119,7 @@ async def heartbeat(
     signature = (result.status, error_band(body.error_rate), body.runtime_state, status_mgmt)
     if news and (result.first_since_register or platform.news.should_signal(workspace_id, signature)):
         await _signal(
-            client,
+            await platform.temporal(),
             workspace_id,
             "heartbeat",
             HeartbeatSignal(
@@ -129,12 +130,11 @@ async def heartbeat(
                 status_mgmt=status_mgmt,
             ),
         )
-    return HeartbeatReply(
-        status=result.status.value,
-        platform_inbound_secret=await _inbound_secret(
-            platform, pool, workspace_id, result.platform_inbound_secret
-        ),
-    )
+    reply = {"status": result.status.value}
+    secret = await _inbound_secret(platform, pool, workspace_id, result.platform_inbound_secret)
+    if secret is not None:
+        reply["platform_inbound_secret"] = secret
+    return Response(json.dumps(reply), media_type="application/json")
 
 
 async def _inbound_secret(
