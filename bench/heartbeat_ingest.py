@@ -30,27 +30,14 @@ from domain.models import HeartbeatSignal, workflow_id_for
 from molecule.embedded import free_port
 
 
-def loadgen(port: int, path: str, requests: Path, concurrency: int, duration: float) -> dict:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "loadgen.py"),
-            "--port",
-            str(port),
-            "--path",
-            path,
-            "--requests",
-            str(requests),
-            "--concurrency",
-            str(concurrency),
-            "--duration",
-            str(duration),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
+def loadgen(
+    port: int, path: str, requests: Path, concurrency: int, duration: float, count: int | None = None
+) -> dict:
+    argv = [sys.executable, str(REPO / "bench" / "loadgen.py"), "--port", str(port), "--path", path]
+    argv += ["--requests", str(requests), "--concurrency", str(concurrency), "--duration", str(duration)]
+    if count:
+        argv += ["--count", str(count)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -199,10 +186,8 @@ async def main() -> None:
                 for ws, token in fleet
             )
         )
-        # Warm-up: each workspace's first beat after register is news (one signal each).
-        warm = loadgen(
-            stack.api_port, "/registry/heartbeat", requests, args.concurrency, max(3.0, args.workspaces / 400)
-        )
+        # Warm-up: one beat per workspace (the first after register is news: one signal each).
+        warm = loadgen(stack.api_port, "/registry/heartbeat", requests, args.concurrency, 300, len(fleet))
         print(f"warm-up: {warm['requests']} beats, statuses {warm['statuses']}")
         online = await wait_all_online(stack, len(fleet))
         print(f"online before the steady run: {online}/{len(fleet)}")

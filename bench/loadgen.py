@@ -44,11 +44,11 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def worker(host, port, requests, start_index, stride, deadline, latencies, statuses):
+async def worker(host, port, requests, start_index, stride, deadline, latencies, statuses, limit):
     reader, writer = await asyncio.open_connection(host, port)
     i = start_index
     try:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and (limit is None or i < limit):
             request = requests[i % len(requests)]
             i += stride
             began = time.perf_counter()
@@ -68,6 +68,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--count", type=int, default=None, help="stop after this many requests in all")
     args = parser.parse_args()
     specs = [json.loads(line) for line in args.requests.read_text().splitlines() if line.strip()]
     requests = [build(args.host, args.path, s.get("headers", {}), s["body"]) for s in specs]
@@ -77,7 +78,9 @@ async def main() -> None:
     deadline = started + args.duration
     await asyncio.gather(
         *(
-            worker(args.host, args.port, requests, n, args.concurrency, deadline, latencies, statuses)
+            worker(
+                args.host, args.port, requests, n, args.concurrency, deadline, latencies, statuses, args.count
+            )
             for n in range(args.concurrency)
         )
     )
