@@ -25,7 +25,9 @@ lint: install
 	$(BIN)/mypy .
 
 bench: install
-	$(BIN)/python bench/deadline_precision.py
+	$(BIN)/python -m bench.deadline_precision
+	$(BIN)/python -m bench.heartbeat_ingest
+	$(BIN)/python -m bench.worker_rss
 
 clean:
 	rm -rf $(VENV) .molecule .pytest_cache .mypy_cache .ruff_cache

@@ -33,10 +33,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+            if name == b"content-length" and value.isdigit():
+                if int(value) > self.max_bytes:
+                    await self._reject(send)
+                    return
+                # The server delivers at most Content-Length bytes: nothing more to police.
+                await self.app(scope, receive, send)
                 return
-        # Chunked or lying clients: buffer up to the limit, then replay.
+        # Chunked bodies: buffer up to the limit, then replay.
         chunks: list[bytes] = []
         size = 0
         while True:

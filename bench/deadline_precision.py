@@ -4,7 +4,7 @@ N workspaces whose agents never register, with a D-second deadline. For each: (f
 persisted - deadline). Baseline, measured in the same run on the same rows: the sweep this replaces,
 a loop that every 30 s selects provisioning rows past their deadline.
 
-    python bench/deadline_precision.py [--workspaces 50] [--deadline 5] [--sweep-interval 30]
+    python -m bench.deadline_precision [--workspaces 50] [--deadline 5] [--sweep-interval 30]
 """
 
 from __future__ import annotations
@@ -13,45 +13,22 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from backends.process import ProcessProvisioner  # noqa: E402
-from molecule.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port  # noqa: E402
-from store.migrate import apply_migrations  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+from bench.common import REPO, bench_stack, percentile
 
 
 def describe(name: str, lags: list[float]) -> str:
     return (
         f"{name:<28} n={len(lags):<4} median={statistics.median(lags):8.3f}s  "
         f"p99={percentile(lags, 99):8.3f}s  max={max(lags):8.3f}s"
-    )
-
-
-def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "molecule", *args],
-        env=env,
-        cwd=REPO,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
     )
 
 
@@ -86,53 +63,17 @@ async def main() -> None:
     )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="molecule-bench-"))
-    pg = None
-    if os.environ.get("DATABASE_URL"):
-        base = os.environ["DATABASE_URL"]
-    else:
-        pg = EmbeddedPostgres(work / "pg")
-        base = pg.start()
-    dsn = await ensure_database(base, f"bench_{uuid.uuid4().hex[:8]}")
-    await apply_migrations(dsn)
-    temporal = TemporalDevServer(log_path=work / "temporal.log").start()
-    await temporal.wait_ready(60)
-
-    templates = work / "templates"
+    templates = REPO / "templates"
     if args.agent == "idle":
+        templates = Path(tempfile.mkdtemp(prefix="molecule-bench-templates-"))
         (templates / "claude-code").mkdir(parents=True)
         (templates / "claude-code" / "config.yaml").write_text(
             'runtime: claude-code\nbackend: process\ncommand: ["sleep", "600"]\n'
         )
-    else:
-        templates = REPO / "templates"
-    api_port = free_port()
-    platform_id = uuid.uuid4().hex[:12]
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "TEMPORAL_ADDRESS": temporal.address,
-        "MOLECULE_DATA_DIR": str(work / "data"),
-        "MOLECULE_PLATFORM_INSTANCE": platform_id,
-        "PLATFORM_URL": f"http://127.0.0.1:{api_port}",
-        "MOLECULE_ENV": "development",
-        "PROVISION_TIMEOUT_SECONDS": str(args.deadline),
-        "TEMPLATES_DIR": str(templates),
-    }
-    env.pop("ADMIN_TOKEN", None)
-    procs = [
-        launch(["worker"], env, work / "worker.log"),
-        launch(["api", "--port", str(api_port)], env, work / "api.log"),
-    ]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as client:
-            for _ in range(600):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+    extra = {"PROVISION_TIMEOUT_SECONDS": str(args.deadline), "TEMPLATES_DIR": str(templates)}
+    async with bench_stack(extra) as stack:
+        dsn = stack.dsn
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as client:
             body = {"name": "bench", "runtime": "claude-code", "env": {"AGENT_NEVER_REGISTER": "1"}}
             started = time.monotonic()
             replies = await asyncio.gather(
@@ -194,17 +135,6 @@ async def main() -> None:
             f"ratio p99 sweep/timer: {percentile(sweep_lags, 99) / max(percentile(lags, 99), 1e-6):.1f}x;"
             f" goal p99 <= 1s: {'met' if percentile(lags, 99) <= 1 else 'NOT met'}"
         )
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-        backend = ProcessProvisioner(work / "data", platform_id)
-        for instance in await backend.list_managed():
-            await backend.stop(instance.instance_id)
-        temporal.stop()
-        if pg is not None:
-            pg.stop()
 
 
 if __name__ == "__main__":

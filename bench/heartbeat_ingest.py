@@ -74,6 +74,19 @@ async def wait_all_online(stack: BenchStack, count: int, attempts: int = 120) ->
     return online
 
 
+async def quiesce(stack: BenchStack, busy_percent: float = 10.0, calm_seconds: int = 3) -> None:
+    """Wait until the worker and the Temporal server are idle, so each measured phase starts alike."""
+    procs = [psutil.Process(stack.procs["worker"].pid), psutil.Process(stack.temporal.pid or 0)]
+    for proc in procs:
+        proc.cpu_percent(None)
+    calm = 0
+    for _ in range(120):
+        await asyncio.sleep(1)
+        calm = calm + 1 if sum(p.cpu_percent(None) for p in procs) < busy_percent else 0
+        if calm >= calm_seconds:
+            return
+
+
 async def history_lengths(stack: BenchStack, ids: list[str]) -> list[int]:
     from temporalio.client import Client
 
@@ -193,6 +206,7 @@ async def main() -> None:
         print(f"online before the steady run: {online}/{len(fleet)}")
         sample = [ws for ws, _ in fleet[:: max(1, len(fleet) // 50)]]
         before = await history_lengths(stack, sample)
+        await quiesce(stack)
         ours = loadgen(stack.api_port, "/registry/heartbeat", requests, args.concurrency, args.duration)
         after = await history_lengths(stack, sample)
         added = sum(a - b for a, b in zip(after, before, strict=True)) / len(sample)
@@ -211,6 +225,7 @@ async def main() -> None:
             "--no-access-log",
         )
         await wait_healthy(f"http://127.0.0.1:{bare_port}/docs")
+        await quiesce(stack)
         bare = loadgen(bare_port, "/heartbeat", requests, args.concurrency, args.duration)
         stack.procs.pop("bare").terminate()
 

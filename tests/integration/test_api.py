@@ -316,3 +316,16 @@ async def test_token_last_used_is_written_at_most_once_a_minute(stack, database_
             assert await last_used() == first
     finally:
         await conn.close()
+
+
+async def test_chunked_body_over_the_limit_is_413(stack):
+    async def chunks():
+        for _ in range(5):
+            yield b"x" * (300 * 1024)
+
+    async with stack.client() as client:
+        response = await client.post(
+            "/workspaces", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
