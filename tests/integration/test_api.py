@@ -14,6 +14,7 @@ from api.app import create_app
 from domain.status import WorkspaceStatus
 from molecule.embedded import free_port
 from molecule.settings import Settings
+from tests.integration.api import bearer, create
 from tests.integration.sse import EventStream
 
 pytestmark = pytest.mark.integration
@@ -22,17 +23,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def stack(make_stack):
     return await make_stack()
-
-
-async def create(client, **body):
-    body.setdefault("name", "ws")
-    response = await client.post("/workspaces", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_status_enum_in_postgres_matches_python(database_url):

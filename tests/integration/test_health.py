@@ -11,22 +11,12 @@ import httpx
 import pytest
 
 from backends.process import parse_instance_id
+from tests.integration.api import bearer, create
 from tests.integration.sse import EventStream
 
 pytestmark = pytest.mark.integration
 
 FAST = {"HEARTBEAT_INTERVAL": "0.5"}
-
-
-async def create(client, **body):
-    body.setdefault("name", "health")
-    response = await client.post("/workspaces", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_wedged_agent_is_degraded(make_stack):

@@ -8,18 +8,12 @@ import pytest
 from temporalio.client import Client
 
 from domain.search_attributes import WORKSPACE_STATUS
+from tests.integration.api import create
 from tests.integration.sse import EventStream
 
 pytestmark = pytest.mark.integration
 
 FAST_AGENT = {"HEARTBEAT_INTERVAL": "1"}
-
-
-async def create(client, **body):
-    body.setdefault("name", "demo")
-    response = await client.post("/workspaces", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def workflow_status_attribute(stack, workspace_id: str) -> str | None:
