@@ -46,7 +46,6 @@ def plan_provision(
     )
     template = templates.for_workspace(req.template, req.runtime)
     return ProvisionPlan(
-        found=True,
         timeout_secs=timeout.seconds,
         timeout_source=timeout.source,
         missing_env=missing_required_env(template, env),

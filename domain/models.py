@@ -65,7 +65,6 @@ class ProvisionRequest:
 
 @dataclass
 class ProvisionPlan:
-    found: bool
     timeout_secs: int = 0
     timeout_source: str = "default"
     missing_env: list[str] = field(default_factory=list)

@@ -3,7 +3,6 @@ from typing import Final
 DEFAULT_RUNTIME: Final = "claude-code"
 EXTERNAL_RUNTIME: Final = "external"
 RUNTIMES: Final = ("claude-code", "hermes", "codex", "openclaw", EXTERNAL_RUNTIME)
-BACKENDS: Final = ("process", "external", "docker", "ec2")
 
 
 def normalize_runtime(runtime: str | None) -> tuple[str, bool]:

@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     process_agent_nice: Annotated[int, Field(ge=0, le=19)] = 19
     provision_timeout_seconds: PositiveInt | None = None
     remote_liveness_stale_after: PositiveInt = 180
-    rescue_grace_seconds: PositiveInt = 24 * 3600
     continue_as_new_after_events: PositiveInt = 2000
     max_body_bytes: PositiveInt = 1024 * 1024
 

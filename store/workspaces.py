@@ -90,13 +90,6 @@ async def get_env(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> d
     return {r["name"]: r["value"] for r in rows}
 
 
-async def get_env_names(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> list[str]:
-    rows = await db.fetch(
-        "SELECT name FROM workspace_env WHERE workspace_id = $1 ORDER BY name", workspace_id
-    )
-    return [r["name"] for r in rows]
-
-
 async def last_heartbeat_at(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> datetime | None:
     return await db.fetchval(  # type: ignore[no-any-return]
         "SELECT last_heartbeat_at FROM workspaces WHERE id = $1", workspace_id
