@@ -81,9 +81,6 @@ class WorkspaceActivities:
         await ws_store.set_provisioning_facts(self.pool, req.workspace_id, deadline, req.timeout_secs)
         try:
             backend = self.backends.get(req.backend)
-            # Backends keep one instance per workspace; this also covers an id only the row knows.
-            if row["instance_id"]:
-                await backend.stop(row["instance_id"])
             async with self.pool.acquire() as conn:
                 token = await tokens.replace_instance_token(conn, req.workspace_id)
             spec = InstanceSpec(

@@ -30,6 +30,3 @@ class NewsGate:
             self._sent.clear()
         self._sent[workspace_id] = (signature, now)
         return True
-
-    def forget(self, workspace_id: str) -> None:
-        self._sent.pop(workspace_id, None)

@@ -20,10 +20,6 @@ class WorkspaceState:
     provisioned: bool = False  # preflight + start done for the current generation
     generation: int = 0
     instance_id: str | None = None
-    registered: bool = False
-    url: str | None = None
-    runtime_state: str = ""
-    error_rate: float = 0.0
     status_mgmt: bool = False
     transition_seq: int = 0
     stale_after_secs: int = 180

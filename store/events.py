@@ -61,15 +61,6 @@ async def insert_event(
     return event
 
 
-async def broadcast(
-    conn: asyncpg.Connection, event_type: str, workspace_id: str, payload: dict[str, Any]
-) -> None:
-    """An event that is only fanned out (no row): heartbeats."""
-    await notify(
-        conn, {"id": None, "event_type": event_type, "workspace_id": workspace_id, "payload": payload}
-    )
-
-
 async def fetch_event(conn: asyncpg.Connection | asyncpg.Pool, event_id: int) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT id, event_type, workspace_id::text AS workspace_id, payload, created_at"

@@ -145,29 +145,21 @@ async def apply_status_change(
         return True
 
 
-@dataclass(frozen=True)
-class Registration:
-    status: WorkspaceStatus
-    platform_inbound_secret: str
-
-
 async def register(
     pool: asyncpg.Pool, workspace_id: str, url: str | None, agent_card: dict[str, Any] | None
-) -> Registration | None:
-    row = await pool.fetchrow(
+) -> str | None:
+    """Record the agent's URL and card and mint its platform_inbound_secret (None: no such row)."""
+    return await pool.fetchval(  # type: ignore[no-any-return]
         """UPDATE workspaces
            SET url = $2, agent_card = $3, registered_at = now(), platform_inbound_secret = $4,
                updated_at = now()
            WHERE id = $1
-           RETURNING status::text AS status, platform_inbound_secret""",
+           RETURNING platform_inbound_secret""",
         workspace_id,
         url,
         agent_card,
         secrets.token_urlsafe(32),
     )
-    if row is None:
-        return None
-    return Registration(WorkspaceStatus(row["status"]), row["platform_inbound_secret"])
 
 
 async def ensure_inbound_secret(pool: asyncpg.Pool, workspace_id: str) -> str | None:

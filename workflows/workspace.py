@@ -312,7 +312,6 @@ class WorkspaceWorkflow:
                     },
                 )
         self.state.instance_id = None
-        self.state.registered = False
         await self._set_status(
             WorkspaceStatus.PROVISIONING, EventType.WORKSPACE_PROVISIONING, {"reason": reason}
         )
@@ -340,12 +339,8 @@ class WorkspaceWorkflow:
         transition: Transition | None
         self.state.last_beat_at = workflow.now().timestamp()
         if isinstance(message, RegisterSignal):
-            self.state.registered = True
-            self.state.url = message.url
             transition = on_register(self.state.status, message.url, message.agent_card)
         else:
-            self.state.error_rate = message.error_rate
-            self.state.runtime_state = message.runtime_state
             if message.status_mgmt is not None:
                 self.state.status_mgmt = message.status_mgmt
             transition = on_heartbeat(

@@ -66,12 +66,12 @@ async def register(
 ) -> Registered:
     workspace_id = parse_workspace_id(body.id)
     check_owner(caller, workspace_id)
-    registration = await ws_store.register(pool, workspace_id, body.url, body.agent_card)
-    if registration is None:
+    secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card)
+    if secret is None:
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
-    platform.inbound_secrets.put(workspace_id, registration.platform_inbound_secret)
+    platform.inbound_secrets.put(workspace_id, secret)
     await _signal(client, workspace_id, "register", RegisterSignal(url=body.url, agent_card=body.agent_card))
-    return Registered(platform_inbound_secret=registration.platform_inbound_secret)
+    return Registered(platform_inbound_secret=secret)
 
 
 @router.post(
