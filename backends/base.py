@@ -31,6 +31,32 @@ class InstanceSpec:
     model: str | None = None
 
 
+def spec_model(spec: InstanceSpec) -> str | None:
+    """The model from the create payload, else the workspace's MODEL_PROVIDER setting."""
+    return spec.model or spec.env.get("MODEL_PROVIDER") or None
+
+
+def agent_environment(spec: InstanceSpec, platform_url: str, config_path: str) -> dict[str, str]:
+    """What every backend gives the agent: template defaults, then the workspace env, then the
+    model, then the identity variables, which the workspace env cannot override."""
+    env: dict[str, str] = dict(spec.template.env) if spec.template else {}
+    env.update(spec.env)
+    model = spec_model(spec)
+    if model:
+        env["MODEL"] = model
+        if spec.runtime == "hermes":
+            env["HERMES_DEFAULT_MODEL"] = model
+    env.update(
+        {
+            "WORKSPACE_ID": spec.workspace_id,
+            "PLATFORM_URL": platform_url,
+            "WORKSPACE_CONFIG_PATH": config_path,
+            "TIER": str(spec.tier),
+        }
+    )
+    return env
+
+
 @dataclass(frozen=True)
 class ManagedInstance:
     instance_id: str

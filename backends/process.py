@@ -20,6 +20,7 @@ from backends.base import (
     InstanceSpec,
     ManagedInstance,
     RescueMaterial,
+    agent_environment,
 )
 
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
@@ -60,23 +61,16 @@ class ProcessProvisioner:
 
     def _environment(self, spec: InstanceSpec) -> dict[str, str]:
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-        if spec.template:
-            env.update(spec.template.env)
-        env.update(spec.env)
+        config_path = str(self.workspace_dir(spec.workspace_id) / "configs")
+        env.update(agent_environment(spec, spec.platform_url, config_path))
         env.update(
             {
-                "WORKSPACE_ID": spec.workspace_id,
-                "PLATFORM_URL": spec.platform_url,
                 "WORKSPACE_TOKEN": spec.token,
-                "WORKSPACE_CONFIG_PATH": str(self.workspace_dir(spec.workspace_id) / "configs"),
-                "TIER": str(spec.tier),
                 "MOLECULE_MANAGED": "1",
                 "MOLECULE_PLATFORM_INSTANCE": self.platform_id,
                 "MOLECULE_GENERATION": str(spec.generation),
             }
         )
-        if spec.model:
-            env["MODEL"] = spec.model
         return env
 
     def instance_file(self, workspace_id: str) -> Path:

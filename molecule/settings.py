@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("molecule.settings")
 
@@ -43,6 +43,35 @@ class Settings(BaseSettings):
         default="process", validation_alias="MOLECULE_DEFAULT_BACKEND"
     )
 
+    # Backends this worker drives; a workspace asking for another one fails with a clear error.
+    molecule_backends: Annotated[list[Literal["process", "external", "docker", "ec2"]], NoDecode] = Field(
+        default=["process", "external", "docker", "ec2"], validation_alias="MOLECULE_BACKENDS"
+    )
+
+    # Docker backend. "host" lets agents reach an API bound to 127.0.0.1 (development); compose
+    # puts them on its named network and gives them the API's service URL instead.
+    docker_network: str = "host"
+    docker_platform_url: str | None = None
+    # Privileged mode and the Docker socket for tier-4 containers: off unless the operator opts in.
+    docker_allow_privileged: bool = False
+    tier1_memory_mb: PositiveInt | None = None
+    tier1_cpu_shares: PositiveInt | None = None
+    tier2_memory_mb: PositiveInt | None = None
+    tier2_cpu_shares: PositiveInt | None = None
+    tier3_memory_mb: PositiveInt | None = None
+    tier3_cpu_shares: PositiveInt | None = None
+    tier4_memory_mb: PositiveInt | None = None
+    tier4_cpu_shares: PositiveInt | None = None
+
+    # EC2 backend (boto3; the endpoint is configurable for moto or another EC2-compatible API).
+    ec2_region: str | None = None
+    ec2_endpoint_url: str | None = None
+    ec2_ami_id: str | None = None
+    ec2_instance_type: str = "t3.small"
+    ec2_subnet_id: str | None = None
+    ec2_security_group_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ec2_platform_url: str | None = None
+
     # Local agents yield the CPU to the control plane so deadlines hold while many agents boot.
     process_agent_nice: Annotated[int, Field(ge=0, le=19)] = 19
     provision_timeout_seconds: PositiveInt | None = None
@@ -62,6 +91,20 @@ class Settings(BaseSettings):
             env_name = field.validation_alias if isinstance(field.validation_alias, str) else name.upper()
             log.warning("ignoring malformed %s=%r; using default %r", env_name, value, default)
             return default
+
+    @field_validator("molecule_backends", "ec2_security_group_ids", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def tier_overrides(self) -> dict[int, tuple[int | None, int | None]]:
+        """TIER<n>_MEMORY_MB / TIER<n>_CPU_SHARES as {tier: (memory_mb, cpu_shares)}."""
+        return {
+            n: (getattr(self, f"tier{n}_memory_mb"), getattr(self, f"tier{n}_cpu_shares"))
+            for n in range(1, 5)
+        }
 
     def platform_id(self) -> str:
         """Stable id of this platform install: configured, else persisted in the data dir."""
