@@ -157,20 +157,15 @@ class DockerProvisioner:
     def _start_sync(self, spec: InstanceSpec, image: str) -> str:
         client = self.client()
         name = container_name(spec.workspace_id)
-        # One instance per workspace: the same generation again (an activity retry) gets the
-        # container it already made; an older one is replaced.
+        # One instance per workspace: a repeated start (an activity retry) replaces the container,
+        # since the token minted for this attempt revoked the one the earlier container was given.
         try:
             existing = client.containers.get(name)
         except NotFound:
             existing = None
         if existing is not None:
-            labels = existing.labels or {}
-            if not self._owned(labels):
+            if not self._owned(existing.labels):
                 raise BackendConfigError(f"container {name} exists and is not managed by this platform")
-            if labels.get(LABEL_GENERATION) == str(spec.generation) and existing.status != "exited":
-                if existing.status == "created":
-                    existing.start()
-                return str(existing.id)
             existing.remove(force=True)
 
         self.ensure_image(image)

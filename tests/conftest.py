@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+from collections.abc import Iterator
 
+import docker
 import pytest
+from moto.server import ThreadedMotoServer
+
+from molecule.agent_image import ensure_agent_image
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -16,6 +22,38 @@ def require(component: str, available: bool, why: str = "") -> None:
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        require("Docker engine", False, f"{type(exc).__name__}: {exc}")
+        raise
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client: docker.DockerClient) -> str:
+    """The reference agent's image, built locally (debootstrap + our wheel) once per content hash."""
+    return ensure_agent_image(docker_client)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A local EC2 API (moto's server) on loopback."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 _exit_status = 0

@@ -1,0 +1,166 @@
+"""The Provisioner contract, run against every backend on real components: process groups, a real
+Docker engine, and EC2 through boto3 against moto's server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from backends.base import BackendConfigError, BackendError, BackendNotConfigured, InstanceSpec, Provisioner
+from backends.docker import DockerOptions, DockerProvisioner
+from backends.ec2 import Ec2Options, Ec2Provisioner
+from backends.process import ProcessProvisioner
+from backends.registry import Backends
+from domain.templates import Template
+from molecule.settings import Settings
+
+AMI = "ami-12c6146b"  # one of moto's built-in images
+
+
+@dataclass
+class Harness:
+    """A backend under test, a second platform's instance of it, and how to build specs for it."""
+
+    backend: Provisioner
+    other_platform: Provisioner
+    template: Template
+    unconfigured_template: Template  # a template this backend cannot start
+    missing_template_error: str
+    # The backend built without what it needs (daemon, region), and the error that names it.
+    unconfigured: Callable[[], Provisioner] | None = None
+    unconfigured_error: str = ""
+
+    def spec(self, workspace_id: str | None = None, generation: int = 1, template: Template | None = None):
+        return InstanceSpec(
+            workspace_id=workspace_id or str(uuid.uuid4()),
+            runtime="claude-code",
+            generation=generation,
+            template=template or self.template,
+            env={"SECRET_NAME": "value-1"},
+            token="tok",
+            platform_url="http://127.0.0.1:1",  # nothing listens: the agent keeps retrying register
+        )
+
+
+def _process(tmp_path: Path) -> Harness:
+    agent = Template(name="t", runtime="claude-code", command=["{python}", "-m", "agent"])
+    return Harness(
+        backend=ProcessProvisioner(tmp_path / "a", uuid.uuid4().hex[:12]),
+        other_platform=ProcessProvisioner(tmp_path / "b", uuid.uuid4().hex[:12]),
+        template=agent,
+        unconfigured_template=Template(name="t", runtime="claude-code"),  # no command
+        missing_template_error="has no template with a `command`",
+    )
+
+
+def _docker(request: pytest.FixtureRequest) -> Harness:
+    image = request.getfixturevalue("agent_image")
+
+    def options(factory=None) -> DockerOptions:
+        return DockerOptions(platform_url="http://127.0.0.1:1", client_factory=factory)
+
+    def unreachable() -> docker.DockerClient:
+        return docker.DockerClient(base_url="unix:///nonexistent/docker.sock")
+
+    return Harness(
+        backend=DockerProvisioner(uuid.uuid4().hex[:12], options()),
+        other_platform=DockerProvisioner(uuid.uuid4().hex[:12], options()),
+        template=Template(name="t", runtime="claude-code", image=image),
+        unconfigured_template=Template(name="t", runtime="claude-code"),  # no image
+        missing_template_error="has no template with an `image`",
+        unconfigured=lambda: DockerProvisioner("x", options(unreachable)),
+        unconfigured_error="docker daemon not reachable",
+    )
+
+
+def _ec2(request: pytest.FixtureRequest) -> Harness:
+    endpoint = request.getfixturevalue("moto_endpoint")
+
+    def options(region: str | None = "us-east-1") -> Ec2Options:
+        return Ec2Options(region=region, platform_url="http://127.0.0.1:1", endpoint_url=endpoint)
+
+    return Harness(
+        backend=Ec2Provisioner(uuid.uuid4().hex[:12], options()),
+        other_platform=Ec2Provisioner(uuid.uuid4().hex[:12], options()),
+        template=Template(name="t", runtime="claude-code", ami=AMI, instance_type="t3.micro"),
+        unconfigured_template=Template(name="t", runtime="claude-code"),  # no AMI here nor in EC2_AMI_ID
+        missing_template_error="has no AMI",
+        unconfigured=lambda: Ec2Provisioner("x", options(region=None)),
+        unconfigured_error="set EC2_REGION",
+    )
+
+
+@pytest.fixture(params=["process", "docker", "ec2"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    build = {"process": lambda: _process(tmp_path), "docker": lambda: _docker(request), "ec2": lambda: _ec2(request)}
+    h = build[request.param]()
+    yield h
+    for backend in (h.backend, h.other_platform):
+        for leftover in await backend.list_managed():
+            await backend.stop(leftover.instance_id)
+            await backend.remove_volumes(leftover.workspace_id)
+
+
+async def test_start_run_stop_and_stop_again(harness: Harness) -> None:
+    spec = harness.spec()
+    instance_id = await harness.backend.start(spec)
+    assert instance_id
+    assert await harness.backend.is_running(instance_id)
+    await harness.backend.stop(instance_id)
+    assert not await harness.backend.is_running(instance_id)
+    await harness.backend.stop(instance_id)  # already gone is success
+    assert not await harness.backend.is_running(instance_id)
+    await harness.backend.remove_volumes(spec.workspace_id)
+    await harness.backend.remove_volumes(spec.workspace_id)  # nothing left is success too
+
+
+async def test_same_idempotency_key_twice_gives_one_instance(harness: Harness) -> None:
+    spec = harness.spec()
+    first = await harness.backend.start(spec)
+    second = await harness.backend.start(spec)  # an activity retry after a worker died mid-start
+    mine = [m for m in await harness.backend.list_managed() if m.workspace_id == spec.workspace_id]
+    assert [m.instance_id for m in mine] == [second]
+    assert await harness.backend.is_running(second)
+    if first != second:  # replaced rather than returned: the first one must be gone
+        assert not await harness.backend.is_running(first)
+
+
+async def test_a_new_generation_replaces_the_old_instance(harness: Harness) -> None:
+    workspace_id = str(uuid.uuid4())
+    old = await harness.backend.start(harness.spec(workspace_id, generation=1))
+    new = await harness.backend.start(harness.spec(workspace_id, generation=2))
+    assert old != new
+    mine = [m.instance_id for m in await harness.backend.list_managed() if m.workspace_id == workspace_id]
+    assert mine == [new]
+    assert not await harness.backend.is_running(old)
+
+
+async def test_list_managed_returns_exactly_this_platforms_instances(harness: Harness) -> None:
+    ours = {await harness.backend.start(harness.spec()) for _ in range(2)}
+    theirs = await harness.other_platform.start(harness.spec())
+    listed = {m.instance_id for m in await harness.backend.list_managed()}
+    assert listed == ours
+    assert {m.instance_id for m in await harness.other_platform.list_managed()} == {theirs}
+    for instance_id in ours:
+        await harness.backend.stop(instance_id)
+    assert await harness.backend.list_managed() == []
+    assert await harness.other_platform.is_running(theirs), "another platform's instance is untouched"
+
+
+async def test_unconfigured_backend_gives_a_clear_error(harness: Harness) -> None:
+    with pytest.raises(BackendConfigError, match=harness.missing_template_error):
+        await harness.backend.start(harness.spec(template=harness.unconfigured_template))
+    if harness.unconfigured is not None:
+        with pytest.raises(BackendError, match=harness.unconfigured_error):
+            await harness.unconfigured().start(harness.spec())
+
+
+def test_backend_not_enabled_on_this_worker_is_a_clear_error(tmp_path: Path) -> None:
+    backends = Backends(Settings(molecule_backends=["process"], MOLECULE_DATA_DIR=tmp_path))
+    with pytest.raises(BackendNotConfigured, match=r"'docker' is not enabled.*MOLECULE_BACKENDS=process"):
+        backends.get("docker")
