@@ -116,6 +116,27 @@ def agent() -> None:
     run()
 
 
+@app.command("build-agent-image")
+def build_agent_image(
+    tag: Annotated[str, typer.Option(help="extra tag for the templates to use")] = "molecule-agent:local",
+) -> None:
+    """Build the reference agent's Docker image locally (debootstrap + this project's wheel)."""
+    import docker
+
+    from molecule.agent_image import ImageBuildError, ensure_agent_image
+
+    _logging()
+    try:
+        client = docker.from_env()
+        ref = ensure_agent_image(client)
+        repository, _, name = tag.rpartition(":")
+        client.images.get(ref).tag(repository, name)
+    except (ImageBuildError, docker.errors.DockerException) as exc:
+        err_console.print(f"could not build the agent image: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{ref} (tagged {tag})")
+
+
 # --- workspace commands (talk to the API) ----------------------------------------------------
 
 ApiUrl = Annotated[str, typer.Option("--api", envvar="MOLECULE_API_URL", help="API base URL")]

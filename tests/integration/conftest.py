@@ -16,16 +16,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 import pytest_asyncio
 
+from backends.base import Provisioner
+from backends.docker import DockerOptions, DockerProvisioner
 from backends.process import ProcessProvisioner
 from molecule.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, tail
 from store.migrate import apply_migrations
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def docker_engine_answers() -> bool:
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return False
+    try:
+        return bool(client.ping())
+    except docker.errors.DockerException:
+        return False
+    finally:
+        client.close()
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -153,9 +169,13 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
         # Agents outlive workers by design; each test cleans up the ones its stack started.
-        backend = ProcessProvisioner(self.data_dir, self.platform_id)
-        for instance in await backend.list_managed():
-            await backend.stop(instance.instance_id)
+        backends: list[Provisioner] = [ProcessProvisioner(self.data_dir, self.platform_id)]
+        if docker_engine_answers():
+            backends.append(DockerProvisioner(self.platform_id, DockerOptions(platform_url=self.api_url)))
+        for backend in backends:
+            for instance in await backend.list_managed():
+                await backend.stop(instance.instance_id)
+                await backend.remove_volumes(instance.workspace_id)
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
