@@ -97,7 +97,11 @@ def _ec2(request: pytest.FixtureRequest) -> Harness:
 
 @pytest.fixture(params=["process", "docker", "ec2"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    build = {"process": lambda: _process(tmp_path), "docker": lambda: _docker(request), "ec2": lambda: _ec2(request)}
+    build = {
+        "process": lambda: _process(tmp_path),
+        "docker": lambda: _docker(request),
+        "ec2": lambda: _ec2(request),
+    }
     h = build[request.param]()
     yield h
     for backend in (h.backend, h.other_platform):
