@@ -123,14 +123,13 @@ class Ec2Provisioner:
 
     async def start(self, spec: InstanceSpec) -> str | None:
         template = spec.template
-        extra = (template.model_extra or {}) if template else {}
-        ami = extra.get("ami") or self.options.ami_id
+        ami = (template.ami if template else None) or self.options.ami_id
         if not ami:
             raise BackendNotConfigured("the ec2 backend has no AMI: set EC2_AMI_ID or `ami:` in the template")
         command = (template.command if template else None) or ["python3", "-m", "agent"]
         command = ["python3" if part == "{python}" else part for part in command]
-        instance_type = str(extra.get("instance_type") or self.options.instance_type)
-        return await self._run(lambda: self._start_sync(spec, str(ami), instance_type, command))
+        instance_type = (template.instance_type if template else None) or self.options.instance_type
+        return await self._run(lambda: self._start_sync(spec, ami, instance_type, command))
 
     def _start_sync(self, spec: InstanceSpec, ami: str, instance_type: str, command: list[str]) -> str:
         client = self.client()

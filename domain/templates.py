@@ -20,7 +20,9 @@ class Template(BaseModel):
     backend: str | None = None
     # argv for the process backend; "{python}" is replaced by the worker's interpreter.
     command: list[str] = Field(default_factory=list)
-    image: str | None = None
+    image: str | None = None  # docker backend
+    ami: str | None = None  # ec2 backend (else EC2_AMI_ID)
+    instance_type: str | None = None  # ec2 backend (else EC2_INSTANCE_TYPE)
     env: dict[str, str] = Field(default_factory=dict)
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig)
 

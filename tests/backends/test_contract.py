@@ -22,6 +22,12 @@ from molecule.settings import Settings
 AMI = "ami-12c6146b"  # one of moto's built-in images
 
 
+async def start(backend: Provisioner, spec: InstanceSpec) -> str:
+    instance_id = await backend.start(spec)
+    assert instance_id, "every instance-backed provisioner returns an id"
+    return instance_id
+
+
 @dataclass
 class Harness:
     """A backend under test, a second platform's instance of it, and how to build specs for it."""
@@ -112,7 +118,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 async def test_start_run_stop_and_stop_again(harness: Harness) -> None:
     spec = harness.spec()
-    instance_id = await harness.backend.start(spec)
+    instance_id = await start(harness.backend, spec)
     assert instance_id
     assert await harness.backend.is_running(instance_id)
     await harness.backend.stop(instance_id)
@@ -125,8 +131,8 @@ async def test_start_run_stop_and_stop_again(harness: Harness) -> None:
 
 async def test_same_idempotency_key_twice_gives_one_instance(harness: Harness) -> None:
     spec = harness.spec()
-    first = await harness.backend.start(spec)
-    second = await harness.backend.start(spec)  # an activity retry after a worker died mid-start
+    first = await start(harness.backend, spec)
+    second = await start(harness.backend, spec)  # an activity retry after a worker died mid-start
     mine = [m for m in await harness.backend.list_managed() if m.workspace_id == spec.workspace_id]
     assert [m.instance_id for m in mine] == [second]
     assert await harness.backend.is_running(second)
@@ -136,8 +142,8 @@ async def test_same_idempotency_key_twice_gives_one_instance(harness: Harness) -
 
 async def test_a_new_generation_replaces_the_old_instance(harness: Harness) -> None:
     workspace_id = str(uuid.uuid4())
-    old = await harness.backend.start(harness.spec(workspace_id, generation=1))
-    new = await harness.backend.start(harness.spec(workspace_id, generation=2))
+    old = await start(harness.backend, harness.spec(workspace_id, generation=1))
+    new = await start(harness.backend, harness.spec(workspace_id, generation=2))
     assert old != new
     mine = [m.instance_id for m in await harness.backend.list_managed() if m.workspace_id == workspace_id]
     assert mine == [new]
@@ -145,8 +151,8 @@ async def test_a_new_generation_replaces_the_old_instance(harness: Harness) -> N
 
 
 async def test_list_managed_returns_exactly_this_platforms_instances(harness: Harness) -> None:
-    ours = {await harness.backend.start(harness.spec()) for _ in range(2)}
-    theirs = await harness.other_platform.start(harness.spec())
+    ours = {await start(harness.backend, harness.spec()) for _ in range(2)}
+    theirs = await start(harness.other_platform, harness.spec())
     listed = {m.instance_id for m in await harness.backend.list_managed()}
     assert listed == ours
     assert {m.instance_id for m in await harness.other_platform.list_managed()} == {theirs}
@@ -158,13 +164,15 @@ async def test_list_managed_returns_exactly_this_platforms_instances(harness: Ha
 
 async def test_unconfigured_backend_gives_a_clear_error(harness: Harness) -> None:
     with pytest.raises(BackendConfigError, match=harness.missing_template_error):
-        await harness.backend.start(harness.spec(template=harness.unconfigured_template))
+        await start(harness.backend, harness.spec(template=harness.unconfigured_template))
     if harness.unconfigured is not None:
         with pytest.raises(BackendError, match=harness.unconfigured_error):
-            await harness.unconfigured().start(harness.spec())
+            await start(harness.unconfigured(), harness.spec())
 
 
 def test_backend_not_enabled_on_this_worker_is_a_clear_error(tmp_path: Path) -> None:
-    backends = Backends(Settings(molecule_backends=["process"], MOLECULE_DATA_DIR=tmp_path))
+    backends = Backends(
+        Settings.model_validate({"molecule_backends": ["process"], "MOLECULE_DATA_DIR": tmp_path})
+    )
     with pytest.raises(BackendNotConfigured, match=r"'docker' is not enabled.*MOLECULE_BACKENDS=process"):
         backends.get("docker")

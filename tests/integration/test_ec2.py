@@ -71,18 +71,20 @@ async def test_ec2_workspace_launches_tagged_and_terminate_is_retried(
     database_url, temporal_address, moto_endpoint, tmp_path
 ):
     stack = Stack(database_url, temporal_address, tmp_path, {})
-    settings = Settings(
-        database_url=database_url,
-        temporal_address=temporal_address,
-        task_queue=stack.task_queue,
-        platform_url=stack.api_url,
-        remote_liveness_stale_after=2,
-        molecule_backends=["ec2"],
-        ec2_region="us-east-1",
-        ec2_endpoint_url=moto_endpoint,
-        ec2_ami_id=AMI,
-        MOLECULE_DATA_DIR=tmp_path / "worker",
-        MOLECULE_PLATFORM_INSTANCE=stack.platform_id,
+    settings = Settings.model_validate(
+        {
+            "database_url": database_url,
+            "temporal_address": temporal_address,
+            "task_queue": stack.task_queue,
+            "platform_url": stack.api_url,
+            "remote_liveness_stale_after": 2,
+            "molecule_backends": ["ec2"],
+            "ec2_region": "us-east-1",
+            "ec2_endpoint_url": moto_endpoint,
+            "ec2_ami_id": AMI,
+            "MOLECULE_DATA_DIR": tmp_path / "worker",
+            "MOLECULE_PLATFORM_INSTANCE": stack.platform_id,
+        }
     )
     backends = Backends(settings)
     provisioner = backends.get("ec2")
