@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python -m bench.deadline_precision
 	$(BIN)/python -m bench.heartbeat_ingest
 	$(BIN)/python -m bench.worker_rss
+	$(BIN)/python -m bench.docker_create
 
 clean:
 	rm -rf $(VENV) .molecule .pytest_cache .mypy_cache .ruff_cache

@@ -57,6 +57,3 @@ class Backends:
             raise BackendNotConfigured(
                 f"backend {name!r} is not enabled on this worker (MOLECULE_BACKENDS={enabled})"
             ) from None
-
-    def register(self, provisioner: Provisioner) -> None:
-        self._by_name[provisioner.name] = provisioner
