@@ -37,13 +37,11 @@ def running(client: docker.DockerClient, name: str) -> bool:
         return False
 
 
-async def wait_running(client: docker.DockerClient, name: str, timeout: float = 60) -> float:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if await asyncio.to_thread(running, client, name):
-            return time.perf_counter()
-        await asyncio.sleep(0.005)
-    raise TimeoutError(f"{name} never ran")
+async def wait_running(client: docker.DockerClient, name: str) -> float:
+    async with asyncio.timeout(60):
+        while not await asyncio.to_thread(running, client, name):
+            await asyncio.sleep(0.005)
+    return time.perf_counter()
 
 
 def describe(name: str, values: list[float]) -> str:
