@@ -39,7 +39,7 @@ def running(client: docker.DockerClient, name: str) -> bool:
 
 async def wait_running(client: docker.DockerClient, name: str) -> float:
     async with asyncio.timeout(60):
-        while not await asyncio.to_thread(running, client, name):
+        while not await asyncio.to_thread(running, client, name):  # noqa: ASYNC110 - polls the daemon
             await asyncio.sleep(0.005)
     return time.perf_counter()
 
