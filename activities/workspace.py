@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,19 +10,24 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.rescue import RedactorFactory, capture_rescue_bundle, redactor_for
 from backends.base import BackendConfigError, BackendError, InstanceSpec
 from backends.registry import Backends
 from domain.events import EventType
 from domain.models import (
     EventRecord,
+    IdleReport,
     LivenessReport,
     LivenessRequest,
     ProvisionPlan,
     ProvisionRequest,
+    RescueRequest,
     StartRequest,
     StartResult,
     StatusChange,
     StopRequest,
+    TeardownRecord,
+    VolumesRequest,
 )
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
@@ -50,6 +56,7 @@ def plan_provision(
         timeout_source=timeout.source,
         missing_env=missing_required_env(template, env),
         stale_after_secs=settings.remote_liveness_stale_after,
+        rescue_grace_secs=settings.rescue_grace_seconds,
     )
 
 
@@ -61,6 +68,7 @@ class WorkspaceActivities:
         self.settings = settings
         self.backends = backends
         self.templates = templates
+        self.make_redactor: RedactorFactory = redactor_for
 
     @activity.defn(name="prepare_provision")
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
@@ -152,6 +160,26 @@ class WorkspaceActivities:
         except BackendError as exc:
             raise ApplicationError(str(exc), type="BackendError") from exc
 
+    @activity.defn(name="remove_volumes")
+    async def remove_volumes(self, req: VolumesRequest) -> None:
+        try:
+            await self.backends.get(req.backend).remove_volumes(req.workspace_id)
+        except BackendError as exc:
+            raise ApplicationError(str(exc), type="BackendError") from exc
+
+    @activity.defn(name="record_teardown")
+    async def record_teardown(self, record: TeardownRecord) -> None:
+        await ws_store.record_teardown(self.pool, record.workspace_id, asdict(record.teardown))
+
+    @activity.defn(name="check_idle")
+    async def check_idle(self, workspace_id: str) -> IdleReport:
+        last_active, active_tasks = await ws_store.idleness(self.pool, workspace_id)
+        return IdleReport(last_active.timestamp() if last_active else None, active_tasks)
+
+    @activity.defn(name="capture_rescue")
+    async def capture_rescue(self, req: RescueRequest) -> bool:
+        return await capture_rescue_bundle(self.pool, self.backends, self.templates, req, self.make_redactor)
+
     @activity.defn(name="record_event")
     async def record_event(self, record: EventRecord) -> None:
         async with self.pool.acquire() as conn:
@@ -167,4 +195,8 @@ class WorkspaceActivities:
             self.check_liveness,
             self.stop_instance,
             self.record_event,
+            self.remove_volumes,
+            self.record_teardown,
+            self.check_idle,
+            self.capture_rescue,
         ]

@@ -11,6 +11,18 @@ def workflow_id_for(workspace_id: str) -> str:
 
 
 @dataclass
+class TeardownState:
+    """What deletion has achieved so far (also written to the row for GET ?include_removed=true)."""
+
+    instance_stopped: bool = False
+    volumes_removed: bool = False
+    leak_suspect: bool = False
+    attempts: int = 0
+    last_error: str | None = None
+    complete: bool = False
+
+
+@dataclass
 class WorkspaceState:
     """Everything a WorkspaceWorkflow run needs to carry across continue-as-new."""
 
@@ -25,6 +37,11 @@ class WorkspaceState:
     stale_after_secs: int = 180
     last_beat_at: float | None = None  # last agent news the workflow saw (epoch seconds)
     liveness_due_at: float | None = None  # when the liveness timer fires next
+    rescue_grace_secs: int = 86400
+    rescue_until: float | None = None  # a failed workspace's instance is reaped at this time
+    idle_due_at: float | None = None  # when to check for automatic hibernation
+    restart_pending: bool = False  # a restart is queued or running: another one is coalesced
+    teardown: TeardownState | None = None  # set once the workspace is deleted
 
 
 @dataclass
@@ -34,6 +51,7 @@ class WorkspaceInput:
     backend: str
     template: str | None = None
     continue_as_new_after_events: int = 2000
+    hibernation_idle_minutes: int = 0  # > 0: hibernate after this long without activity
     state: WorkspaceState | None = None
 
 
@@ -65,6 +83,7 @@ class ProvisionPlan:
     timeout_source: str = "default"
     missing_env: list[str] = field(default_factory=list)
     stale_after_secs: int = 180
+    rescue_grace_secs: int = 86400
 
 
 @dataclass
@@ -125,3 +144,74 @@ class EventRecord:
     event_type: str
     payload: dict[str, Any]
     key: str
+
+
+@dataclass
+class BootstrapFailedSignal:
+    """An external boot watcher saw the instance fail to boot."""
+
+    log_tail: str = ""
+
+
+@dataclass
+class Command:
+    """An operator action accepted by an update handler, carried out by the main loop."""
+
+    kind: str  # restart | pause | resume | hibernate
+    reason: str = ""
+
+
+@dataclass
+class DeleteRequest:
+    cascade_deleted: int = 0  # descendants removed along with this workspace
+    cascade_of: str | None = None  # set on descendants: the workspace whose delete reached them
+
+
+@dataclass
+class ActionResult:
+    status: str
+    coalesced: bool = False
+    teardown: str | None = None  # delete: pending | complete
+
+
+@dataclass
+class TeardownRecord:
+    workspace_id: str
+    teardown: TeardownState
+
+
+@dataclass
+class VolumesRequest:
+    workspace_id: str
+    backend: str
+
+
+@dataclass
+class RescueRequest:
+    workspace_id: str
+    backend: str
+    instance_id: str | None
+    runtime: str
+    template: str | None
+    generation: int
+    reason: str  # provision_timeout | bootstrap_watcher
+    log_tail: str = ""
+
+
+@dataclass
+class ReapRequest:
+    workspace_id: str
+    backend: str
+    instance_id: str
+    parent_workflow_id: str
+
+
+@dataclass
+class InstanceReaped:
+    instance_id: str
+
+
+@dataclass
+class IdleReport:
+    last_active_at: float | None  # epoch seconds
+    active_tasks: int = 0

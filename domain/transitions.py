@@ -157,3 +157,20 @@ def on_stale(status: str, *, external: bool, instance_running: bool | None) -> T
         EventType.WORKSPACE_OFFLINE,
         {"reason": f"{HEARTBEAT_STALE} and the instance is not running"},
     )
+
+
+# Operator actions: which statuses accept them (the update validators and the API use these).
+RESUMABLE = frozenset({WorkspaceStatus.PAUSED, WorkspaceStatus.HIBERNATED})
+HIBERNATABLE = frozenset({WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED})
+
+
+def can_pause(status: str) -> bool:
+    return WorkspaceStatus(status) not in (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED)
+
+
+def can_resume(status: str) -> bool:
+    return WorkspaceStatus(status) in RESUMABLE
+
+
+def can_hibernate(status: str, active_tasks: int) -> bool:
+    return WorkspaceStatus(status) in HIBERNATABLE and active_tasks == 0

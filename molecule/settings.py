@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # Local agents yield the CPU to the control plane so deadlines hold while many agents boot.
     process_agent_nice: Annotated[int, Field(ge=0, le=19)] = 19
     provision_timeout_seconds: PositiveInt | None = None
+    # A failed workspace keeps its instance and volumes this long for debugging, then is reaped.
+    rescue_grace_seconds: PositiveInt = 86400
+    # How often the reconcile schedule looks for leaked instances (the last line of defence).
+    reconcile_interval_seconds: PositiveInt = 600
     remote_liveness_stale_after: PositiveInt = 180
     continue_as_new_after_events: PositiveInt = 2000
     max_body_bytes: PositiveInt = 1024 * 1024

@@ -38,6 +38,7 @@ upd AS (
         last_error_rate = $3,
         last_sample_error = COALESCE($4, w.last_sample_error),
         active_tasks = $5,
+        last_active_at = CASE WHEN $5 > 0 THEN now() ELSE w.last_active_at END,
         uptime_seconds = $6,
         current_task = $7,
         runtime_state = $8,

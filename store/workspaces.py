@@ -17,7 +17,7 @@ PUBLIC_COLUMNS = """
     status::text AS status, url, agent_card, instance_id, provision_deadline_at, provision_timeout_secs,
     registered_at, last_heartbeat_at, last_error_rate, last_sample_error, active_tasks, uptime_seconds,
     current_task, runtime_state, capabilities, idle_timeout_seconds, max_concurrent_tasks, budget_limit,
-    monthly_spend, created_at, updated_at, removed_at
+    monthly_spend, created_at, updated_at, removed_at, teardown, hibernation_idle_minutes
 """
 
 
@@ -35,13 +35,14 @@ class NewWorkspace:
     parent_id: str | None = None
     max_concurrent_tasks: int = 1
     budget_limit: int | None = None
+    hibernation_idle_minutes: int = 0
 
 
 async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict[str, str]) -> None:
     await conn.execute(
         """INSERT INTO workspaces (id, name, runtime, backend, status, template, model, role, tier,
-                                   parent_id, max_concurrent_tasks, budget_limit)
-           VALUES ($1, $2, $3, $4, $5::workspace_status, $6, $7, $8, $9, $10, $11, $12)""",
+                                   parent_id, max_concurrent_tasks, budget_limit, hibernation_idle_minutes)
+           VALUES ($1, $2, $3, $4, $5::workspace_status, $6, $7, $8, $9, $10, $11, $12, $13)""",
         ws.id,
         ws.name,
         ws.runtime,
@@ -54,6 +55,7 @@ async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict
         ws.parent_id,
         ws.max_concurrent_tasks,
         ws.budget_limit,
+        ws.hibernation_idle_minutes,
     )
     if env:
         await conn.executemany(
@@ -126,23 +128,71 @@ async def apply_status_change(
     last_sample_error: str | None,
     clear_sample_error: bool,
 ) -> bool:
-    """Row and event in one transaction, NOTIFY on commit. False when this change was already applied."""
+    """Row and event in one transaction, NOTIFY on commit. False when this change was already applied,
+    or when it would move a removed workspace: removed is final, whatever arrives late."""
     async with pool.acquire() as conn, conn.transaction():
+        current = await conn.fetchval(
+            "SELECT status::text FROM workspaces WHERE id = $1 FOR UPDATE", workspace_id
+        )
+        if current == WorkspaceStatus.REMOVED and status != WorkspaceStatus.REMOVED:
+            return False
         event = await event_store.insert_event(conn, event_type, workspace_id, payload, dedupe_key)
         if event is None:
             return False
+        removed = status == WorkspaceStatus.REMOVED
         await conn.execute(
             """UPDATE workspaces
                SET status = $2::workspace_status,
                    last_sample_error = CASE WHEN $4 THEN NULL ELSE COALESCE($3, last_sample_error) END,
+                   removed_at = CASE WHEN $5 THEN COALESCE(removed_at, now()) ELSE removed_at END,
+                   teardown = CASE WHEN $5 THEN COALESCE(teardown, '{"complete": false}'::jsonb)
+                              ELSE teardown END,
                    updated_at = now()
                WHERE id = $1""",
             workspace_id,
             status.value,
             last_sample_error,
             clear_sample_error,
+            removed,
         )
+        if removed:
+            await conn.execute(
+                """UPDATE workspace_auth_tokens SET revoked_at = now()
+                   WHERE workspace_id = $1 AND revoked_at IS NULL""",
+                workspace_id,
+            )
         return True
+
+
+async def record_teardown(pool: asyncpg.Pool, workspace_id: str, teardown: dict[str, Any]) -> None:
+    await pool.execute(
+        "UPDATE workspaces SET teardown = $2, updated_at = now() WHERE id = $1", workspace_id, teardown
+    )
+
+
+async def idleness(db: asyncpg.Pool, workspace_id: str) -> tuple[datetime | None, int]:
+    """(last activity: a beat with active tasks, or the register; active tasks now)."""
+    row = await db.fetchrow(
+        """SELECT GREATEST(last_active_at, registered_at) AS last_active, active_tasks
+           FROM workspaces WHERE id = $1""",
+        workspace_id,
+    )
+    return (row["last_active"], row["active_tasks"]) if row else (None, 0)
+
+
+async def descendants(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> list[dict[str, Any]]:
+    """Every workspace below this one (children, grandchildren …), nearest first, removed ones included."""
+    rows = await db.fetch(
+        """WITH RECURSIVE tree AS (
+               SELECT id, status, backend, 1 AS depth FROM workspaces WHERE parent_id = $1
+               UNION ALL
+               SELECT w.id, w.status, w.backend, tree.depth + 1
+               FROM workspaces w JOIN tree ON w.parent_id = tree.id
+           )
+           SELECT id::text AS id, status::text AS status, backend, depth FROM tree ORDER BY depth, id""",
+        workspace_id,
+    )
+    return [dict(r) for r in rows]
 
 
 async def register(
@@ -152,7 +202,7 @@ async def register(
     return await pool.fetchval(  # type: ignore[no-any-return]
         """UPDATE workspaces
            SET url = $2, agent_card = $3, registered_at = now(), platform_inbound_secret = $4,
-               updated_at = now()
+               last_active_at = now(), updated_at = now()
            WHERE id = $1
            RETURNING platform_inbound_secret""",
         workspace_id,

@@ -13,7 +13,7 @@ from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
 from store.db import create_pool
 from store.migrate import apply_migrations
-from workflows.workspace import WorkspaceWorkflow
+from workflows.workspace import ReaperWorkflow, WorkspaceWorkflow
 
 log = logging.getLogger("molecule.worker")
 
@@ -22,7 +22,7 @@ def build_worker(client: Client, activities: WorkspaceActivities, task_queue: st
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[WorkspaceWorkflow],
+        workflows=[WorkspaceWorkflow, ReaperWorkflow],
         activities=activities.all(),
     )
 

@@ -14,14 +14,18 @@ from temporalio.testing import WorkflowEnvironment
 from activities.workspace import WORKSPACE_NOT_FOUND, plan_provision
 from domain.models import (
     EventRecord,
+    IdleReport,
     LivenessReport,
     LivenessRequest,
     ProvisionPlan,
     ProvisionRequest,
+    RescueRequest,
     StartRequest,
     StartResult,
     StatusChange,
     StopRequest,
+    TeardownRecord,
+    VolumesRequest,
 )
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
@@ -47,8 +51,14 @@ class FakeActivities:
         self.last_beat: float | None = None
         self.instance_running = True
         self.liveness_checks = 0
-        self.stop_failures = 0  # fail this many stop attempts first
+        self.stop_failures = 0  # fail this many stop attempts first (-1: always fail)
+        self.volume_removals: list[tuple[VolumesRequest, int]] = []  # (request, stops so far)
+        self.teardowns: list[TeardownRecord] = []
+        self.rescues: list[RescueRequest] = []
+        self.last_active: float | None = None
+        self.active_tasks = 0
         self.stops: list[StopRequest] = []
+        self.stopped: list[str] = []
         self.events: list[EventRecord] = []
         self.changes: list[tuple[StatusChange, datetime]] = []
         self.starts: list[StartRequest] = []
@@ -84,14 +94,42 @@ class FakeActivities:
     @activity.defn(name="stop_instance")
     async def stop_instance(self, req: StopRequest) -> None:
         self.stops.append(req)
-        if self.stop_failures > 0:
-            self.stop_failures -= 1
+        await self._notify()
+        if self.stop_failures != 0:
+            self.stop_failures -= 1 if self.stop_failures > 0 else 0
             raise RuntimeError("injected stop failure")
         self.instance_running = False
+        self.stopped.append(req.instance_id)
+        await self._notify()
+
+    @activity.defn(name="remove_volumes")
+    async def remove_volumes(self, req: VolumesRequest) -> None:
+        self.volume_removals.append((req, len(self.stopped)))
+        await self._notify()
+
+    @activity.defn(name="record_teardown")
+    async def record_teardown(self, record: TeardownRecord) -> None:
+        self.teardowns.append(record)
+        await self._notify()
+
+    @activity.defn(name="check_idle")
+    async def check_idle(self, workspace_id: str) -> IdleReport:
+        return IdleReport(self.last_active, self.active_tasks)
+
+    @activity.defn(name="capture_rescue")
+    async def capture_rescue(self, req: RescueRequest) -> bool:
+        self.rescues.append(req)
+        await self._notify()
+        return True
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     @activity.defn(name="record_event")
     async def record_event(self, record: EventRecord) -> None:
         self.events.append(record)
+        await self._notify()
 
     @activity.defn(name="record_status")
     async def record_status(self, change: StatusChange) -> bool:
@@ -111,6 +149,10 @@ class FakeActivities:
             self.check_liveness,
             self.stop_instance,
             self.record_event,
+            self.remove_volumes,
+            self.record_teardown,
+            self.check_idle,
+            self.capture_rescue,
         ]
 
     def statuses(self) -> list[str]:

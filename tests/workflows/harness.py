@@ -19,7 +19,7 @@ from domain.models import WorkspaceInput, WorkspaceState, workflow_id_for
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
 from tests.workflows.fakes import FakeActivities
-from workflows.workspace import WorkspaceWorkflow
+from workflows.workspace import ReaperWorkflow, WorkspaceWorkflow
 
 RUNTIMES = ("claude-code", "hermes", "codex", "openclaw")
 
@@ -77,7 +77,10 @@ async def provisioning(
     task_queue = f"tq-{uuid.uuid4()}"
     workspace_id = str(uuid.uuid4())
     async with Worker(
-        env.client, task_queue=task_queue, workflows=[WorkspaceWorkflow], activities=fake.all()
+        env.client,
+        task_queue=task_queue,
+        workflows=[WorkspaceWorkflow, ReaperWorkflow],
+        activities=fake.all(),
     ):
         handle = await env.client.start_workflow(
             WorkspaceWorkflow.run,

@@ -110,17 +110,25 @@ async def test_stale_process_not_running_goes_offline_and_restarts(time_env, tmp
         assert (await run.state()).generation == 2
 
 
-async def test_restart_stop_failing_three_times_flags_a_leak_and_still_reprovisions(
+async def test_restart_stop_failing_three_times_flags_a_leak_hands_it_to_a_reaper_and_reprovisions(
     time_env, tmp_path, settings_factory
 ):
     async with online(time_env, tmp_path, settings_factory) as run:
         run.fake.instance_running = False
-        run.fake.stop_failures = 10
+        run.fake.stop_failures = 5  # the restart's 3 attempts fail, then the reaper's first 2
         await run.advance_to(10 + 185)
         await run.fake.wait_until(lambda: len(run.fake.starts) == 2, timeout=30)
-        assert len(run.fake.stops) == 3, "1 s / 2 s / 4 s: three attempts"
-        assert [e.event_type for e in run.fake.events] == ["WORKSPACE_LEAK_SUSPECT"]
-        assert run.fake.events[0].payload["attempts"] == 3
+        old = run.fake.starts[0]
+        assert all(stop.instance_id.endswith(":1") for stop in run.fake.stops)
+        leak = run.fake.events[0]
+        assert leak.event_type == "WORKSPACE_LEAK_SUSPECT"
+        assert leak.payload["attempts"] == 3
+        assert leak.payload["instance_id"] == f"fake:{old.workspace_id}:1"
+        # The reaper keeps at it on its own backoff until the old instance is gone.
+        await run.env.sleep(120)
+        await run.fake.wait_until(lambda: len(run.fake.stopped) == 1, timeout=30)
+        assert len(run.fake.stops) == 6
+        await run.fake.wait_until(lambda: "WORKSPACE_LEAK_CLEARED" in [e.event_type for e in run.fake.events])
 
 
 async def test_stale_process_still_running_is_degraded_then_recovers(time_env, tmp_path, settings_factory):

@@ -1,0 +1,90 @@
+"""Rescue bundles: what an operator needs to debug a failed boot, with every secret masked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import yaml
+
+from backends.base import BackendError
+from backends.registry import Backends
+from domain.events import EventType
+from domain.models import RescueRequest
+from domain.redaction import MASK, Redactor, redact_sections
+from molecule.templates import TemplateCatalog
+from store import events as event_store
+from store import rescue as rescue_store
+from store import workspaces as ws_store
+
+log = logging.getLogger("molecule.rescue")
+
+RedactorFactory = Callable[[asyncpg.Pool, str], Awaitable[Redactor | None]]
+
+
+async def redactor_for(pool: asyncpg.Pool, workspace_id: str) -> Redactor | None:
+    """This workspace's redactor, or None when its secrets cannot be read (then: no bundle)."""
+    try:
+        values, hashes = await rescue_store.secrets_of(pool, workspace_id)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.error(
+            "workspace %s: cannot load its secrets for redaction (%s)", workspace_id, type(exc).__name__
+        )
+        return None
+    return Redactor(values, hashes)
+
+
+async def capture_rescue_bundle(
+    pool: asyncpg.Pool,
+    backends: Backends,
+    templates: TemplateCatalog,
+    req: RescueRequest,
+    make_redactor: RedactorFactory,
+) -> bool:
+    """Collect, redact and store the bundle. False (and nothing stored) without a redactor."""
+    redactor = await make_redactor(pool, req.workspace_id)
+    sections: dict[str, str] = {
+        "verdict": req.reason,
+        "instance": f"backend={req.backend} instance_id={req.instance_id} generation={req.generation}",
+    }
+    try:
+        material = await backends.get(req.backend).rescue_material(req.workspace_id, req.instance_id)
+        sections.update({f"backend.{name}": text for name, text in material.sections.items()})
+    except BackendError as exc:
+        sections["backend.error"] = str(exc)
+    template = templates.for_workspace(req.template, req.runtime)
+    sections["template_config"] = (
+        yaml.safe_dump(template.model_dump(mode="json"), sort_keys=False) if template else ""
+    )
+    env_names = sorted(await ws_store.get_env(pool, req.workspace_id))
+    sections["env"] = "".join(f"{name}={MASK}\n" for name in env_names)
+    if req.log_tail:
+        sections["log_tail"] = req.log_tail
+
+    redacted = redact_sections(sections, redactor)
+    async with pool.acquire() as conn:
+        if redacted is None:
+            # Fail closed: evidence that might carry a secret is never stored.
+            await event_store.insert_event(
+                conn,
+                EventType.WORKSPACE_RESCUE_CAPTURED,
+                req.workspace_id,
+                {"captured": False, "reason": "redaction unavailable", "generation": req.generation},
+                dedupe_key=f"rescue:{req.workspace_id}:{req.generation}:{req.reason}",
+            )
+            return False
+        await rescue_store.insert_bundle(pool, req.workspace_id, req.generation, req.reason, redacted)
+        await event_store.insert_event(
+            conn,
+            EventType.WORKSPACE_RESCUE_CAPTURED,
+            req.workspace_id,
+            {
+                "captured": True,
+                "sections": sorted(redacted),
+                "generation": req.generation,
+                "verdict": req.reason,
+            },
+            dedupe_key=f"rescue:{req.workspace_id}:{req.generation}:{req.reason}",
+        )
+    return True

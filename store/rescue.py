@@ -1,0 +1,41 @@
+"""Rescue bundles: redacted evidence of a failed boot, one per workspace generation and verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def insert_bundle(
+    pool: asyncpg.Pool, workspace_id: str, generation: int, reason: str, sections: dict[str, str]
+) -> bool:
+    """False when this generation's bundle for this verdict already exists (an activity retry)."""
+    inserted = await pool.fetchval(
+        """INSERT INTO rescue_bundles (workspace_id, generation, reason, sections) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (workspace_id, generation, reason) DO NOTHING RETURNING id""",
+        workspace_id,
+        generation,
+        reason,
+        sections,
+    )
+    return inserted is not None
+
+
+async def latest_bundle(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        """SELECT workspace_id::text AS workspace_id, generation, reason, sections, created_at
+           FROM rescue_bundles WHERE workspace_id = $1 ORDER BY id DESC LIMIT 1""",
+        workspace_id,
+    )
+    return dict(row) if row else None
+
+
+async def secrets_of(pool: asyncpg.Pool, workspace_id: str) -> tuple[list[str], list[str]]:
+    """(env values, token hashes) of one workspace: what its redactor must never let through."""
+    async with pool.acquire() as conn:
+        values = await conn.fetch("SELECT value FROM workspace_env WHERE workspace_id = $1", workspace_id)
+        hashes = await conn.fetch(
+            "SELECT token_hash FROM workspace_auth_tokens WHERE workspace_id = $1", workspace_id
+        )
+    return [r["value"] for r in values], [r["token_hash"] for r in hashes]
