@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -72,6 +74,7 @@ async def provisioning(
     continue_as_new_after: int = 2000,
     expect_start: bool = True,
     backend: str = "process",
+    hibernation_idle_minutes: int = 0,
 ) -> AsyncIterator[Running]:
     fake = FakeActivities(env, settings, catalog, workspace_env)
     task_queue = f"tq-{uuid.uuid4()}"
@@ -84,7 +87,9 @@ async def provisioning(
     ):
         handle = await env.client.start_workflow(
             WorkspaceWorkflow.run,
-            WorkspaceInput(workspace_id, runtime, backend, None, continue_as_new_after),
+            WorkspaceInput(
+                workspace_id, runtime, backend, None, continue_as_new_after, hibernation_idle_minutes
+            ),
             id=workflow_id_for(workspace_id),
             task_queue=task_queue,
         )
@@ -96,4 +101,5 @@ async def provisioning(
         try:
             yield Running(env, fake, handle, started_at)
         finally:
-            await env.client.get_workflow_handle(handle.id).terminate()
+            with contextlib.suppress(RPCError):  # a deleted workspace's workflow has completed
+                await env.client.get_workflow_handle(handle.id).terminate()
