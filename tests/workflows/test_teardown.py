@@ -31,7 +31,7 @@ async def workspace(
 
 
 async def delete(run: Running) -> ActionResult:
-    result: ActionResult = await run.handle.execute_update(WorkspaceWorkflow.delete, DeleteRequest())
+    result = await run.handle.execute_update("delete", DeleteRequest(), result_type=ActionResult)
     return result
 
 
