@@ -136,7 +136,7 @@ async def test_restart_is_rejected_once_removed(time_env, tmp_path, settings_fac
 
 async def test_pause_blocks_the_deadline_and_resume_reprovisions(time_env, tmp_path, settings_factory):
     async with workspace(time_env, tmp_path, settings_factory, register=False, timeout=60) as run:
-        paused = await run.handle.execute_update(WorkspaceWorkflow.pause)
+        paused = await run.handle.execute_update("pause", result_type=ActionResult)
         assert paused.status == "paused"
         await run.fake.wait_until(lambda: len(run.fake.stopped) == 1)
         await run.env.sleep(600)  # far past the 60 s deadline
