@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.platform import Platform
-from api.routes import events, registry, system, workspaces
+from api.routes import events, lifecycle, registry, system, workspaces
 from molecule import __version__
 from molecule.settings import Settings, get_settings
 
@@ -36,6 +36,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.platform = platform
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (workspaces, registry, events, system):
-        app.include_router(module.router)
+    for router in (
+        workspaces.router,
+        lifecycle.router,
+        lifecycle.admin_router,
+        registry.router,
+        events.router,
+        system.router,
+    ):
+        app.include_router(router)
     return app

@@ -37,6 +37,8 @@ class CreateWorkspace(BaseModel):
     budget_limit: int | None = Field(default=None, ge=0)
     external: bool = False
     backend: Literal["process", "external", "docker", "ec2"] | None = None
+    # > 0: the workspace hibernates after this many minutes without an active task.
+    hibernation_idle_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30)
 
 
 class Workspace(BaseModel):
@@ -71,6 +73,37 @@ class Workspace(BaseModel):
     created_at: datetime
     updated_at: datetime
     removed_at: datetime | None
+    hibernation_idle_minutes: int = 0
+    # Deletion progress, shown with ?include_removed=true: instance_stopped, volumes_removed,
+    # leak_suspect, attempts, last_error, complete.
+    teardown: dict[str, Any] | None = None
+
+
+class ActionReply(BaseModel):
+    status: str
+    coalesced: bool = False
+    message: str | None = None
+    cascade_paused: int | None = None
+
+
+class DeleteReply(BaseModel):
+    status: Literal["removed"] = "removed"
+    cascade_deleted: int
+    teardown: Literal["pending", "complete"]
+
+
+class BootstrapFailedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log_tail: str = Field(default="", description="Kept to its last 8192 bytes.")
+
+
+class RescueBundle(BaseModel):
+    workspace_id: str
+    generation: int
+    reason: str
+    created_at: datetime
+    sections: dict[str, str]
 
 
 class CreatedWorkspace(BaseModel):

@@ -84,8 +84,17 @@ def _error_text(err: ActivityError) -> str:
 
 @workflow.defn(name="WorkspaceWorkflow")
 class WorkspaceWorkflow:
-    def __init__(self) -> None:
-        self.state = WorkspaceState(status=WorkspaceStatus.PROVISIONING.value)
+    @workflow.init
+    def __init__(self, inp: WorkspaceInput) -> None:
+        # Set up from the input here, not in run(): an update can arrive in the very first task,
+        # before run() starts, and its handler needs both.
+        self.inp = inp
+        if inp.state is not None:
+            self.state = inp.state
+        elif inp.backend == "external":
+            self.state = WorkspaceState(status=WorkspaceStatus.AWAITING_AGENT.value)
+        else:
+            self.state = WorkspaceState(status=WorkspaceStatus.PROVISIONING.value)
         self.inbox: list[Message] = []
         self._start_task: asyncio.Task[None] | None = None
         self._rescue_task: asyncio.Task[None] | None = None
@@ -195,12 +204,6 @@ class WorkspaceWorkflow:
 
     @workflow.run
     async def run(self, inp: WorkspaceInput) -> str:
-        self.inp = inp
-        if inp.state is not None:
-            self.state = inp.state
-        elif inp.backend == "external":
-            self.state = WorkspaceState(status=WorkspaceStatus.AWAITING_AGENT.value)
-
         if not self.state.provisioned and self.state.teardown is None:
             if not await self._provision():
                 return "abandoned: workspace row never appeared"

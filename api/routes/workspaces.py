@@ -12,6 +12,7 @@ from temporalio.service import RPCError
 from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, parse_workspace_id
 from api.errors import ApiError, OrchestratorUnavailable, PlatformUnavailable, is_temporal_unavailable
 from api.platform import Platform
+from api.routes.lifecycle import removed_error
 from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
 from domain import search_attributes as sa
 from domain.events import EventType
@@ -96,6 +97,7 @@ async def create_workspace(
         parent_id=parent_id,
         max_concurrent_tasks=body.max_concurrent_tasks,
         budget_limit=body.budget_limit,
+        hibernation_idle_minutes=body.hibernation_idle_minutes,
     )
     minted = tokens.mint_token()
     inp = WorkspaceInput(
@@ -104,6 +106,7 @@ async def create_workspace(
         backend=backend,
         template=body.template,
         continue_as_new_after_events=platform.settings.continue_as_new_after_events,
+        hibernation_idle_minutes=body.hibernation_idle_minutes,
     )
     # Row and workflow together or neither: the workflow starts inside the row's transaction and is
     # terminated if the commit fails; a workflow whose row never commits gives up on its own.
@@ -156,9 +159,16 @@ async def list_workspaces(
 
 
 @router.get("/{workspace_id}", response_model=Workspace)
-async def get_workspace(workspace_id: str, platform: PlatformDep, pool: PoolDep) -> Workspace:
+async def get_workspace(
+    workspace_id: str,
+    platform: PlatformDep,
+    pool: PoolDep,
+    include_removed: bool = Query(default=False, description="show a removed workspace and its teardown"),
+) -> Workspace:
     wid = parse_workspace_id(workspace_id)
     row = await ws_store.get_workspace(pool, wid)
     if row is None:
         raise ApiError(404, f"workspace {wid} not found", "not_found")
+    if row["status"] == WorkspaceStatus.REMOVED and not include_removed:
+        raise removed_error(row)
     return to_public(platform, row)
