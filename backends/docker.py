@@ -294,11 +294,13 @@ class DockerProvisioner:
 
         return await self._run(listing)
 
-    async def list_managed_volumes(self) -> list[str]:
+    async def list_managed_volume_owners(self) -> list[str]:
+        """Workspace ids that still have volumes here (for reconcile)."""
+
         def listing() -> list[str]:
             volumes = self.client().volumes.list(
                 filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PLATFORM}={self.platform_id}"]}
             )
-            return [str(v.name) for v in volumes]
+            return sorted({(v.attrs.get("Labels") or {}).get(LABEL_WORKSPACE, "") for v in volumes})
 
         return await self._run(listing)

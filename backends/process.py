@@ -171,6 +171,12 @@ class ProcessProvisioner:
             sections["state"] = "running" if leader else "exited"
         return RescueMaterial(sections)
 
+    async def list_managed_volume_owners(self) -> list[str]:
+        """Workspace ids that still have a data directory here (for reconcile)."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
     async def list_managed(self) -> list[ManagedInstance]:
         return await asyncio.to_thread(self._list_managed_sync)
 

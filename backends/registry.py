@@ -49,6 +49,9 @@ class Backends:
             name: build_provisioner(name, settings) for name in dict.fromkeys(settings.molecule_backends)
         }
 
+    def items(self) -> list[tuple[str, Provisioner]]:
+        return list(self._by_name.items())
+
     def get(self, name: str) -> Provisioner:
         try:
             return self._by_name[name]

@@ -1,0 +1,144 @@
+"""Reconcile: the last line of defence against leaked instances, run by a Temporal Schedule.
+
+It reaps only what nothing else owns: a managed instance (this platform's label or tag) with no
+workspace row, or a removed workspace's instance whose workflow has closed. It never touches a row
+with a running workflow (that workflow owns its instance, including a failed one in its rescue
+grace), a failed workspace, or anything whose workspace id is not a strict UUID."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from backends.base import BackendError, Provisioner
+from backends.registry import Backends
+from domain.events import EventType
+from domain.models import workflow_id_for
+from domain.status import WorkspaceStatus
+from store import events as event_store
+
+log = logging.getLogger("molecule.reconcile")
+
+
+@dataclass
+class ReconcileReport:
+    examined: int = 0
+    reaped: list[str] = field(default_factory=list)  # "<backend>:<instance id>"
+    volumes_removed: list[str] = field(default_factory=list)  # workspace ids
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    errors: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def is_strict_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+class Reconciler:
+    def __init__(self, pool: asyncpg.Pool, client: Client, backends: Backends) -> None:
+        self.pool = pool
+        self.client = client
+        self.backends = backends
+
+    async def _workflow_running(self, workspace_id: str) -> bool:
+        try:
+            description = await self.client.get_workflow_handle(workflow_id_for(workspace_id)).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+    async def _verdict(self, workspace_id: str, statuses: dict[str, str]) -> str | None:
+        """None to reap, else why not."""
+        if not is_strict_uuid(workspace_id):
+            return "not a strict UUID"
+        status = statuses.get(workspace_id)
+        if status is None:
+            return None  # no row: nobody owns it
+        if status != WorkspaceStatus.REMOVED:
+            return f"row is {status}"
+        if await self._workflow_running(workspace_id):
+            return "workflow still running"
+        return None
+
+    async def _statuses(self, workspace_ids: set[str]) -> dict[str, str]:
+        ids = [w for w in workspace_ids if is_strict_uuid(w)]
+        rows = await self.pool.fetch(
+            "SELECT id::text AS id, status::text AS status FROM workspaces WHERE id = ANY($1::uuid[])", ids
+        )
+        return {r["id"]: r["status"] for r in rows}
+
+    async def run(self) -> ReconcileReport:
+        report = ReconcileReport()
+        for name, backend in self.backends.items():
+            if name == "external":
+                continue
+            try:
+                await self._reconcile_backend(name, backend, report)
+            except BackendError as exc:  # one backend down must not stop the others
+                report.errors.append(f"{name}: {exc}")
+        log.info(
+            "reconcile: examined %d, reaped %d, volumes %d, skipped %s, errors %s",
+            report.examined, len(report.reaped), len(report.volumes_removed), report.skipped, report.errors,
+        )  # fmt: skip
+        return report
+
+    async def _reconcile_backend(self, name: str, backend: Provisioner, report: ReconcileReport) -> None:
+        instances = await backend.list_managed()
+        volumes: list[str] = []
+        list_volumes = getattr(backend, "list_managed_volume_owners", None)
+        if list_volumes is not None:
+            volumes = await list_volumes()
+        statuses = await self._statuses({i.workspace_id for i in instances} | set(volumes))
+        stopped: set[str] = set()
+        for instance in instances:
+            report.examined += 1
+            reason = await self._verdict(instance.workspace_id, statuses)
+            if reason is not None:
+                report.skip(reason)
+                continue
+            await backend.stop(instance.instance_id)
+            stopped.add(instance.workspace_id)
+            report.reaped.append(f"{name}:{instance.instance_id}")
+            await self._record(instance.workspace_id, name, instance.instance_id)
+        # Volumes go only once nothing of that workspace runs any more.
+        running = {i.workspace_id for i in instances} - stopped
+        for workspace_id in sorted(set(volumes) - running):
+            if await self._verdict(workspace_id, statuses) is None:
+                await backend.remove_volumes(workspace_id)
+                report.volumes_removed.append(workspace_id)
+
+    async def _record(self, workspace_id: str, backend: str, instance_id: str) -> None:
+        owner = workspace_id if is_strict_uuid(workspace_id) else None
+        row_exists = owner is not None and await self.pool.fetchval(
+            "SELECT 1 FROM workspaces WHERE id = $1", owner
+        )
+        async with self.pool.acquire() as conn:
+            await event_store.insert_event(
+                conn,
+                EventType.INSTANCE_REAPED_BY_RECONCILE,
+                owner if row_exists else None,
+                {"workspace_id": workspace_id, "backend": backend, "instance_id": instance_id},
+                dedupe_key=f"reconcile:{backend}:{instance_id}",
+            )
+
+
+class ReconcileActivities:
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+
+    @activity.defn(name="reconcile")
+    async def reconcile(self) -> ReconcileReport:
+        return await self.reconciler.run()
