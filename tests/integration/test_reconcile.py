@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from temporalio.client import Client, ScheduleDescription
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleDescription
 from temporalio.service import RPCError, RPCStatusCode
 
 from backends.base import InstanceSpec
@@ -52,6 +52,7 @@ async def run_reconcile(client: Client, task_queue: str) -> dict:
         while (description := await schedule(client, task_queue)).info.num_actions == before:
             await asyncio.sleep(0.05)
     action = description.info.recent_actions[-1].action
+    assert isinstance(action, ScheduleActionExecutionStartWorkflow)
     report: dict = await client.get_workflow_handle(
         action.workflow_id, run_id=action.first_execution_run_id
     ).result()
