@@ -49,6 +49,10 @@ class Backends:
             name: build_provisioner(name, settings) for name in dict.fromkeys(settings.molecule_backends)
         }
 
+    def replace(self, provisioner: Provisioner) -> None:
+        """Swap in another provisioner under its name (the chaos suite wraps one to inject faults)."""
+        self._by_name[provisioner.name] = provisioner
+
     def items(self) -> list[tuple[str, Provisioner]]:
         return list(self._by_name.items())
 

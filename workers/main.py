@@ -60,14 +60,14 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
         pass
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, backends: Backends | None = None) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set: the worker needs PostgreSQL (or run `molecule up`)")
     await apply_migrations(settings.database_url)
     pool = await create_pool(settings.database_url, max_size=20)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     activities = WorkspaceActivities(
-        pool, settings, Backends(settings), TemplateCatalog(settings.templates_dir)
+        pool, settings, backends or Backends(settings), TemplateCatalog(settings.templates_dir)
     )
     worker = build_worker(client, activities, settings.task_queue)
     await ensure_reconcile_schedule(client, settings)

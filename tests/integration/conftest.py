@@ -94,6 +94,7 @@ class Stack:
     admin_token: str = field(default_factory=lambda: uuid.uuid4().hex)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api: subprocess.Popen[bytes] | None = None
+    worker_module: str | None = None  # run this module instead of `molecule worker`
 
     @property
     def api_url(self) -> str:
@@ -117,10 +118,10 @@ class Stack:
         env.update(self.env_overrides)
         return env
 
-    def _spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, role: str, *args: str, module: str = "molecule") -> subprocess.Popen[bytes]:
         log = (self.data_dir / f"{role}-{len(self.workers)}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "molecule", *args],
+            [sys.executable, "-m", module, *args],
             env=self.env(),
             cwd=REPO,
             stdout=log,
@@ -129,7 +130,10 @@ class Stack:
         )
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        proc = self._spawn("worker", "worker")
+        if self.worker_module:
+            proc = self._spawn("worker", module=self.worker_module)
+        else:
+            proc = self._spawn("worker", "worker")
         self.workers.append(proc)
         return proc
 
@@ -185,10 +189,11 @@ StackFactory = Callable[..., Awaitable[Stack]]
 async def make_stack(database_url: str, temporal_address: str, tmp_path: Path) -> AsyncIterator[StackFactory]:
     stacks: list[Stack] = []
 
-    async def build(**env: Any) -> Stack:
+    async def build(worker_module: str | None = None, **env: Any) -> Stack:
         data_dir = tmp_path / f"stack{len(stacks)}"
         data_dir.mkdir()
         stack = Stack(database_url, temporal_address, data_dir, {k: str(v) for k, v in env.items()})
+        stack.worker_module = worker_module
         stacks.append(stack)
         stack.start_worker()
         await stack.start_api()
