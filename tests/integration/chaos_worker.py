@@ -43,7 +43,7 @@ def main() -> None:
     rng = random.Random(os.environ.get("CHAOS_SEED"))
     backends = Backends(settings)
     for _, provisioner in backends.items():
-        backends.replace(FlakyStop(provisioner, rate, rng))  # type: ignore[arg-type]
+        backends.replace(FlakyStop(provisioner, rate, rng))
     asyncio.run(run_worker(settings, backends))
     os._exit(0)  # see molecule.cli._hard_exit: the SDK's bridge can abort at interpreter exit
 

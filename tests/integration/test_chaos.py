@@ -27,7 +27,7 @@ CONVERGE_SECONDS = 420
 
 def templates(root: Path, image: str) -> Path:
     agent = {"HEARTBEAT_INTERVAL": "5"}
-    manifests = {
+    manifests: dict[str, dict[str, object]] = {
         "claude-code": {
             "runtime": "claude-code",
             "backend": "process",
@@ -37,7 +37,7 @@ def templates(root: Path, image: str) -> Path:
     }
     for name, manifest in manifests.items():
         (root / name).mkdir(parents=True)
-        (root / name / "config.yaml").write_text(yaml.safe_dump({**manifest, "env": agent}))
+        (root / name / "config.yaml").write_text(yaml.safe_dump(manifest | {"env": agent}))
     return root
 
 
