@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python -m bench.heartbeat_ingest
 	$(BIN)/python -m bench.worker_rss
 	$(BIN)/python -m bench.docker_create
+	$(BIN)/python -m bench.lifecycle_latency
 
 clean:
 	rm -rf $(VENV) .molecule .pytest_cache .mypy_cache .ruff_cache
