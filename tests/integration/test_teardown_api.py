@@ -117,7 +117,7 @@ async def test_delete_with_children_needs_confirmation_then_cascades(stack):
 
 
 async def test_bad_inputs_for_lifecycle_routes(stack):
-    async with stack.client() as client:
+    async with stack.client() as client, EventStream(client) as events:
         unknown = str(uuid.uuid4())
         assert (await client.delete("/workspaces/not-a-uuid")).status_code == 400
         assert (await client.delete(f"/workspaces/{unknown}")).status_code == 404
@@ -126,6 +126,8 @@ async def test_bad_inputs_for_lifecycle_routes(stack):
         assert (await client.get(f"/workspaces/{unknown}/rescue")).status_code == 404
         external = await create(client, external=True)
         wid = external["workspace"]["id"]
+        hibernate = await client.post(f"/workspaces/{wid}/hibernate")  # still awaiting its agent
+        assert hibernate.status_code == 409 and hibernate.json()["code"] == "invalid_state"
         noop = await client.post(f"/workspaces/{wid}/restart")
         assert noop.status_code == 200
         assert noop.json() == {"status": "noop", "message": "external agent: restart it on your side"}
@@ -135,12 +137,12 @@ async def test_bad_inputs_for_lifecycle_routes(stack):
             headers=bearer(external["auth_token"]),
         )
         assert registered.status_code == 200, "the token is untouched by a restart"
+        await events.wait_type("WORKSPACE_ONLINE", wid)
         assert (await client.post(f"/workspaces/{wid}/resume")).status_code == 409
-        hibernate = await client.post(f"/workspaces/{wid}/hibernate")
-        assert hibernate.status_code == 409 and hibernate.json()["code"] == "invalid_state"
         watcher = await client.post(f"/admin/workspaces/{wid}/bootstrap-failed", json={"log_tail": "x"})
         assert watcher.status_code == 409
-        assert (await client.get(f"/workspaces/{wid}")).json()["status"] in ("awaiting_agent", "online")
+        assert watcher.json()["code"] == "invalid_state"
+        assert (await client.get(f"/workspaces/{wid}")).json()["status"] == "online", "status unchanged"
         assert (
             await client.post(f"/admin/workspaces/{wid}/bootstrap-failed", json={"bad": 1})
         ).status_code == 422
