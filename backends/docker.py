@@ -287,10 +287,15 @@ class DockerProvisioner:
 
     async def list_managed(self) -> list[ManagedInstance]:
         def listing() -> list[ManagedInstance]:
-            containers = self.client().containers.list(
+            # One call: the high-level list inspects each container afterwards, and one removed in
+            # between would fail the whole listing.
+            containers = self.client().api.containers(
                 all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PLATFORM}={self.platform_id}"]}
             )
-            return [ManagedInstance(str(c.id), (c.labels or {}).get(LABEL_WORKSPACE, "")) for c in containers]
+            return [
+                ManagedInstance(str(c["Id"]), (c.get("Labels") or {}).get(LABEL_WORKSPACE, ""))
+                for c in containers
+            ]
 
         return await self._run(listing)
 
