@@ -164,10 +164,6 @@ RESUMABLE = frozenset({WorkspaceStatus.PAUSED, WorkspaceStatus.HIBERNATED})
 HIBERNATABLE = frozenset({WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED})
 
 
-def can_pause(status: str) -> bool:
-    return WorkspaceStatus(status) not in (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED)
-
-
 def can_resume(status: str) -> bool:
     return WorkspaceStatus(status) in RESUMABLE
 

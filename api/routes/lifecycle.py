@@ -22,7 +22,7 @@ from domain.events import EventType
 from domain.models import ActionResult, BootstrapFailedSignal, DeleteRequest, workflow_id_for
 from domain.status import WorkspaceStatus
 from domain.teardown import truncate_utf8
-from domain.transitions import HIBERNATABLE, RESUMABLE
+from domain.transitions import RESUMABLE, can_hibernate
 from store import rescue as rescue_store
 from store import workspaces as ws_store
 from workflows.workspace import REJECT_EXTERNAL, REJECT_REMOVED, REJECT_STATE
@@ -190,7 +190,7 @@ async def resume_workspace(workspace_id: str, pool: PoolDep, client: TemporalDep
 @router.post("/{workspace_id}/hibernate", status_code=202, response_model=ActionReply)
 async def hibernate_workspace(workspace_id: str, pool: PoolDep, client: TemporalDep) -> ActionReply:
     row = await load(pool, workspace_id)
-    if row["status"] not in HIBERNATABLE or row["active_tasks"] != 0:
+    if not can_hibernate(row["status"], row["active_tasks"]):
         raise ApiError(
             409,
             f"only an online or degraded workspace with no active task hibernates; it is {row['status']} "
