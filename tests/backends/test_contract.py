@@ -3,9 +3,10 @@ Docker engine, and EC2 through boto3 against moto's server."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -40,10 +41,13 @@ class Harness:
     # The backend built without what it needs (daemon, region), and the error that names it.
     unconfigured: Callable[[], Provisioner] | None = None
     unconfigured_error: str = ""
+    workspaces: set[str] = field(default_factory=set)  # every workspace a test used, for clean-up
 
     def spec(self, workspace_id: str | None = None, generation: int = 1, template: Template | None = None):
+        workspace_id = workspace_id or str(uuid.uuid4())
+        self.workspaces.add(workspace_id)
         return InstanceSpec(
-            workspace_id=workspace_id or str(uuid.uuid4()),
+            workspace_id=workspace_id,
             runtime="claude-code",
             generation=generation,
             template=template or self.template,
@@ -113,7 +117,9 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     for backend in (h.backend, h.other_platform):
         for leftover in await backend.list_managed():
             await backend.stop(leftover.instance_id)
-            await backend.remove_volumes(leftover.workspace_id)
+        for workspace_id in h.workspaces:
+            with contextlib.suppress(BackendConfigError):  # the other platform's: refused, as it should be
+                await backend.remove_volumes(workspace_id)
 
 
 async def test_start_run_stop_and_stop_again(harness: Harness) -> None:

@@ -179,7 +179,8 @@ class Stack:
         for backend in backends:
             for instance in await backend.list_managed():
                 await backend.stop(instance.instance_id)
-                await backend.remove_volumes(instance.workspace_id)
+            for workspace_id in await backend.list_managed_volume_owners():  # type: ignore[attr-defined]
+                await backend.remove_volumes(workspace_id)
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
