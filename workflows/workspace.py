@@ -452,11 +452,7 @@ class WorkspaceWorkflow:
         """The rescue grace is over: stop the failed instance and drop its volumes."""
         await workflow.wait_condition(self._tasks_done)
         self.state.rescue_until = None
-        old = self.state.instance_id
-        stopped = True
-        if old and self.inp.backend != "external":
-            stopped = await self._stop_or_hand_to_reaper(old)
-        self.state.instance_id = None
+        old, stopped = await self._release_instance()
         if stopped:
             await self._remove_volumes()
         await self._record_event(
@@ -483,15 +479,12 @@ class WorkspaceWorkflow:
         and token. At most one start is ever in flight, so two instances never coexist."""
         self.state.restart_pending = True
         try:
-            await workflow.wait_condition(lambda: self._start_task is None or self._start_task.done())
-            old = self.state.instance_id
+            await workflow.wait_condition(self._start_done)
             self.state.deadline_at = None  # the old generation's deadline no longer applies
             await self._set_status(
                 WorkspaceStatus.PROVISIONING, EventType.WORKSPACE_PROVISIONING, {"reason": reason}
             )
-            if old and self.inp.backend != "external":
-                await self._stop_or_hand_to_reaper(old)
-            self.state.instance_id = None
+            await self._release_instance()
             plan = await self._prepare()
             if plan is not None and self.state.teardown is None:
                 await self._begin_generation(plan)
@@ -499,12 +492,8 @@ class WorkspaceWorkflow:
             self.state.restart_pending = False
 
     async def _pause(self) -> None:
-        await workflow.wait_condition(lambda: self._start_task is None or self._start_task.done())
         self.state.deadline_at = None
-        old = self.state.instance_id
-        if old and self.inp.backend != "external":
-            await self._stop_or_hand_to_reaper(old)
-        self.state.instance_id = None
+        await self._release_instance()
         if self.state.status != WorkspaceStatus.PAUSED:  # a start finishing meanwhile may have flipped it
             await self._set_status(WorkspaceStatus.PAUSED, EventType.WORKSPACE_PAUSED, {"reason": "operator"})
 
@@ -513,14 +502,24 @@ class WorkspaceWorkflow:
             await self._set_status(
                 WorkspaceStatus.HIBERNATING, EventType.WORKSPACE_HIBERNATING, {"reason": reason}
             )
-        await workflow.wait_condition(lambda: self._start_task is None or self._start_task.done())
-        old = self.state.instance_id
-        if old and self.inp.backend != "external":
-            await self._stop_or_hand_to_reaper(old)
-        self.state.instance_id = None
+        await self._release_instance()
         await self._set_status(WorkspaceStatus.HIBERNATED, EventType.WORKSPACE_HIBERNATED, {"reason": reason})
 
     # --- stopping instances ---------------------------------------------------------------------
+
+    def _start_done(self) -> bool:
+        return self._start_task is None or self._start_task.done()
+
+    async def _release_instance(self) -> tuple[str | None, bool]:
+        """Once any start has finished, stop the current instance (3 attempts, then a reaper) and
+        forget it. Returns the instance and whether it is confirmed stopped."""
+        await workflow.wait_condition(self._start_done)
+        old = self.state.instance_id
+        stopped = True
+        if old and self.inp.backend != "external":
+            stopped = await self._stop_or_hand_to_reaper(old)
+        self.state.instance_id = None
+        return old, stopped
 
     async def _stop(
         self, instance_id: str, max_attempts: int | None, teardown: TeardownState | None = None
