@@ -102,34 +102,39 @@ class Reconciler:
         if list_volumes is not None:
             volumes = await list_volumes()
         statuses = await self._statuses({i.workspace_id for i in instances} | set(volumes))
+        verdicts: dict[str, str | None] = {}  # one look (and one workflow describe) per workspace
+
+        async def verdict(workspace_id: str) -> str | None:
+            if workspace_id not in verdicts:
+                verdicts[workspace_id] = await self._verdict(workspace_id, statuses)
+            return verdicts[workspace_id]
+
         stopped: set[str] = set()
         for instance in instances:
             report.examined += 1
-            reason = await self._verdict(instance.workspace_id, statuses)
+            reason = await verdict(instance.workspace_id)
             if reason is not None:
                 report.skip(reason)
                 continue
             await backend.stop(instance.instance_id)
             stopped.add(instance.workspace_id)
             report.reaped.append(f"{name}:{instance.instance_id}")
-            await self._record(instance.workspace_id, name, instance.instance_id)
+            owner = instance.workspace_id if instance.workspace_id in statuses else None
+            await self._record(owner, instance.workspace_id, name, instance.instance_id)
         # Volumes go only once nothing of that workspace runs any more.
         running = {i.workspace_id for i in instances} - stopped
         for workspace_id in sorted(set(volumes) - running):
-            if await self._verdict(workspace_id, statuses) is None:
+            if await verdict(workspace_id) is None:
                 await backend.remove_volumes(workspace_id)
                 report.volumes_removed.append(workspace_id)
 
-    async def _record(self, workspace_id: str, backend: str, instance_id: str) -> None:
-        owner = workspace_id if is_strict_uuid(workspace_id) else None
-        row_exists = owner is not None and await self.pool.fetchval(
-            "SELECT 1 FROM workspaces WHERE id = $1", owner
-        )
+    async def _record(self, owner: str | None, workspace_id: str, backend: str, instance_id: str) -> None:
+        """`owner`: the workspace row the event belongs to, None when the instance had no row."""
         async with self.pool.acquire() as conn:
             await event_store.insert_event(
                 conn,
                 EventType.INSTANCE_REAPED_BY_RECONCILE,
-                owner if row_exists else None,
+                owner,
                 {"workspace_id": workspace_id, "backend": backend, "instance_id": instance_id},
                 dedupe_key=f"reconcile:{backend}:{instance_id}",
             )
