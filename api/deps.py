@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Header, Request
@@ -14,6 +14,7 @@ from api.errors import ApiError
 from api.platform import Platform
 from molecule.settings import Settings
 from store import tokens
+from store import workspaces as ws_store
 from store.tokens import TokenOwner
 
 
@@ -102,6 +103,23 @@ def parse_workspace_id(value: str) -> str:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError):
         raise ApiError(400, f"invalid workspace id {value!r}: expected a UUID", "invalid_id") from None
+
+
+async def workspace_row(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any]:
+    """The workspace's row: 400 for a non-UUID id, 404 for an unknown one."""
+    wid = parse_workspace_id(workspace_id)
+    row = await ws_store.get_workspace(pool, wid)
+    if row is None:
+        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    return row
+
+
+async def existing_workspace_id(pool: asyncpg.Pool, workspace_id: str) -> str:
+    """The canonical id of a workspace that exists: 400 for a non-UUID id, 404 for an unknown one."""
+    wid = parse_workspace_id(workspace_id)
+    if not await ws_store.exists(pool, wid):
+        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    return wid
 
 
 def check_owner(owner: TokenOwner, workspace_id: str) -> None:

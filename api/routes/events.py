@@ -10,10 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import Operator, PlatformDep, PoolDep, parse_workspace_id
-from api.errors import ApiError
+from api.deps import Operator, PlatformDep, PoolDep, existing_workspace_id
 from store import events as event_store
-from store import workspaces as ws_store
 
 router = APIRouter(tags=["events"], dependencies=[Operator])
 KEEPALIVE_SECONDS = 15.0
@@ -92,7 +90,5 @@ async def workspace_events(
     since: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    wid = parse_workspace_id(workspace_id)
-    if not await ws_store.exists(pool, wid):
-        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    wid = await existing_workspace_id(pool, workspace_id)
     return await _stream(platform, pool, wid, _resume_point(since, last_event_id))

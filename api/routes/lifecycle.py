@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Operator, PoolDep, TemporalDep, parse_workspace_id
+from api.deps import Operator, PoolDep, TemporalDep, existing_workspace_id, workspace_row
 from api.errors import ApiError, OrchestratorUnavailable, is_temporal_unavailable
 from api.schemas import ActionReply, BootstrapFailedBody, DeleteReply, RescueBundle
 from domain.events import EventType
@@ -49,10 +49,7 @@ def removed_error(row: dict[str, Any]) -> ApiError:
 
 async def load(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any]:
     """The row, or 400 (not a UUID) / 404 (unknown) / 410 (removed)."""
-    wid = parse_workspace_id(workspace_id)
-    row = await ws_store.get_workspace(pool, wid)
-    if row is None:
-        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    row = await workspace_row(pool, workspace_id)
     if row["status"] == WorkspaceStatus.REMOVED:
         raise removed_error(row)
     return row
@@ -206,9 +203,7 @@ async def hibernate_workspace(workspace_id: str, pool: PoolDep, client: Temporal
 
 @router.get("/{workspace_id}/rescue", response_model=RescueBundle)
 async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
-    wid = parse_workspace_id(workspace_id)
-    if not await ws_store.exists(pool, wid):
-        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    wid = await existing_workspace_id(pool, workspace_id)
     bundle = await rescue_store.latest_bundle(pool, wid)
     if bundle is None:
         raise ApiError(

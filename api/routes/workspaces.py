@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
-from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, parse_workspace_id
+from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, workspace_row
 from api.errors import ApiError, OrchestratorUnavailable, PlatformUnavailable, is_temporal_unavailable
 from api.platform import Platform
 from api.routes.lifecycle import removed_error
@@ -165,10 +165,7 @@ async def get_workspace(
     pool: PoolDep,
     include_removed: bool = Query(default=False, description="show a removed workspace and its teardown"),
 ) -> Workspace:
-    wid = parse_workspace_id(workspace_id)
-    row = await ws_store.get_workspace(pool, wid)
-    if row is None:
-        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    row = await workspace_row(pool, workspace_id)
     if row["status"] == WorkspaceStatus.REMOVED and not include_removed:
         raise removed_error(row)
     return to_public(platform, row)
