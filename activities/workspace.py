@@ -10,7 +10,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.rescue import RedactorFactory, capture_rescue_bundle, redactor_for
+from activities.rescue import capture_rescue_bundle, redactor_for
 from backends.base import BackendConfigError, BackendError, InstanceSpec
 from backends.registry import Backends
 from domain.events import EventType
@@ -68,7 +68,6 @@ class WorkspaceActivities:
         self.settings = settings
         self.backends = backends
         self.templates = templates
-        self.make_redactor: RedactorFactory = redactor_for
 
     @activity.defn(name="prepare_provision")
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
@@ -178,7 +177,7 @@ class WorkspaceActivities:
 
     @activity.defn(name="capture_rescue")
     async def capture_rescue(self, req: RescueRequest) -> bool:
-        return await capture_rescue_bundle(self.pool, self.backends, self.templates, req, self.make_redactor)
+        return await capture_rescue_bundle(self.pool, self.backends, self.templates, req, redactor_for)
 
     @activity.defn(name="record_event")
     async def record_event(self, record: EventRecord) -> None:

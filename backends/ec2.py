@@ -36,6 +36,10 @@ _LIVE_STATES = ("pending", "running", "stopping", "stopped")
 _CONSOLE_TAIL = 200
 
 
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 @dataclass
 class Ec2Options:
     region: str | None
@@ -97,7 +101,7 @@ class Ec2Provisioner:
         except BackendError:
             raise
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = _error_code(exc)
             if code in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidParameterValue"):
                 raise BackendConfigError(f"ec2: {exc}") from exc
             raise BackendError(f"ec2: {exc}") from exc  # throttling, 5xx, auth: the retry policy decides
@@ -169,7 +173,7 @@ class Ec2Provisioner:
         try:
             self.client().terminate_instances(InstanceIds=[instance_id])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _GONE_CODES:
+            if _error_code(exc) in _GONE_CODES:
                 return  # never existed or long gone
             raise
 
@@ -181,7 +185,7 @@ class Ec2Provisioner:
             try:
                 reply = self.client().describe_instances(InstanceIds=[instance_id])
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in _GONE_CODES:
+                if _error_code(exc) in _GONE_CODES:
                     return False
                 raise
             states = [i["State"]["Name"] for r in reply["Reservations"] for i in r["Instances"]]
@@ -201,7 +205,7 @@ class Ec2Provisioner:
             try:
                 reply = client.describe_instances(InstanceIds=[instance_id])
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in _GONE_CODES:
+                if _error_code(exc) in _GONE_CODES:
                     return RescueMaterial({"state": "instance not found"})
                 raise
             instance = reply["Reservations"][0]["Instances"][0]

@@ -21,7 +21,8 @@ from domain.models import WorkspaceInput, WorkspaceState, workflow_id_for
 from molecule.settings import Settings
 from molecule.templates import TemplateCatalog
 from tests.workflows.fakes import FakeActivities
-from workflows.workspace import ReaperWorkflow, WorkspaceWorkflow
+from workers.main import WORKFLOWS
+from workflows.workspace import WorkspaceWorkflow
 
 RUNTIMES = ("claude-code", "hermes", "codex", "openclaw")
 
@@ -82,7 +83,7 @@ async def provisioning(
     async with Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[WorkspaceWorkflow, ReaperWorkflow],
+        workflows=WORKFLOWS,
         activities=fake.all(),
     ):
         handle = await env.client.start_workflow(

@@ -11,7 +11,8 @@ from domain.models import HeartbeatSignal, RegisterSignal, WorkspaceInput, workf
 from domain.timeouts import PROVISION_TIMEOUT_ERROR
 from tests.workflows.fakes import FakeActivities
 from tests.workflows.harness import RUNTIMES, Running, make_catalog, manifest, provisioning
-from workflows.workspace import ReaperWorkflow, WorkspaceWorkflow
+from workers.main import WORKFLOWS
+from workflows.workspace import WorkspaceWorkflow
 
 
 async def assert_fails_between(run: Running, spared_at: float, failed_by: float, timeout_secs: int) -> None:
@@ -169,7 +170,7 @@ async def test_workflow_whose_row_never_commits_ends_without_starting_anything(
     async with Worker(
         time_env.client,
         task_queue=task_queue,
-        workflows=[WorkspaceWorkflow, ReaperWorkflow],
+        workflows=WORKFLOWS,
         activities=fake.all(),
     ):
         result = await time_env.client.execute_workflow(
