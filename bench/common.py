@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,15 @@ from store.migrate import apply_migrations  # noqa: E402
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def describe_ms(name: str, seconds: list[float], width: int = 34) -> str:
+    """One line of latency figures for durations given in seconds."""
+    ms = [v * 1000 for v in seconds]
+    return (
+        f"{name:<{width}} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
+        f"p99={percentile(ms, 99):7.1f} ms  max={max(ms):7.1f} ms"
+    )
 
 
 def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -26,7 +26,7 @@ import yaml
 from docker.errors import NotFound
 
 from backends.docker import container_name, volume_names
-from bench.common import bench_stack, percentile
+from bench.common import bench_stack, describe_ms
 from molecule.agent_image import ensure_agent_image
 
 
@@ -42,13 +42,6 @@ async def wait_running(client: docker.DockerClient, name: str) -> float:
         while not await asyncio.to_thread(running, client, name):  # noqa: ASYNC110 - polls the daemon
             await asyncio.sleep(0.005)
     return time.perf_counter()
-
-
-def describe(name: str, values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return (
-        f"{name:<34} n={len(ms):<3} median={statistics.median(ms):7.1f} ms  p99={percentile(ms, 99):7.1f} ms"
-    )
 
 
 async def main(runs: int) -> None:
@@ -116,8 +109,8 @@ async def main(runs: int) -> None:
     shutil.rmtree(templates, ignore_errors=True)
 
     print(f"docker create → running, {runs} each, alternating, image {image}")
-    print(describe("API create → container running", api_times))
-    print(describe("docker run -d → running", run_times))
+    print(describe_ms("API create → container running", api_times))
+    print(describe_ms("docker run -d → running", run_times))
     api_median, run_median = statistics.median(api_times), statistics.median(run_times)
     print(
         f"ratio (median) {api_median / run_median:.2f}×   difference (median) "

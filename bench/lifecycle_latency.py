@@ -22,15 +22,7 @@ import httpx
 import yaml
 
 from backends.process import ProcessProvisioner, parse_instance_id
-from bench.common import bench_stack, percentile
-
-
-def describe(name: str, values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return (
-        f"{name:<30} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  p99={percentile(ms, 99):7.1f} ms  "
-        f"max={max(ms):7.1f} ms"
-    )
+from bench.common import bench_stack, describe_ms
 
 
 async def timed(client: httpx.AsyncClient, method: str, url: str) -> tuple[float, httpx.Response]:
@@ -97,11 +89,11 @@ async def main(count: int) -> None:
             assert all(parse_instance_id(i) for i in second.values())
 
     print(f"lifecycle API latency, {count} workspaces on the process backend, one call at a time")
-    print(describe("GET /workspaces/{id} (baseline)", baseline))
-    print(describe("POST …/restart (isolated)", restarts))
-    print(describe("POST …/restart (back to back)", burst))
-    print(describe("DELETE /workspaces/{id}", deletes))
-    print(describe("DELETE → instance gone", gone))
+    print(describe_ms("GET /workspaces/{id} (baseline)", baseline))
+    print(describe_ms("POST …/restart (isolated)", restarts))
+    print(describe_ms("POST …/restart (back to back)", burst))
+    print(describe_ms("DELETE /workspaces/{id}", deletes))
+    print(describe_ms("DELETE → instance gone", gone))
     print("goal: p99 ≤ 100 ms for restart and delete (the system this replaces aimed at < 500 ms)")
     base = statistics.median(baseline)
     print(
