@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             else:
                 log.warning("ADMIN_TOKEN is not set: operator routes will answer 401 until it is")
+        # Everything loaded so far lives as long as the process. Freezing it keeps it out of the
+        # collector's full passes, which otherwise walk every imported module's objects (~50 ms
+        # pauses, the p99 of heartbeat ingest) while finding nothing to free.
+        gc.freeze()
         yield
         await platform.close()
 

@@ -8,6 +8,7 @@ import logging
 import asyncpg
 from temporalio.client import Client
 
+from api.beat_writer import BeatWriter
 from api.errors import OrchestratorUnavailable, PlatformUnavailable
 from api.event_hub import EventHub
 from api.news_gate import NewsGate
@@ -30,6 +31,7 @@ class Platform:
         self._pool: asyncpg.Pool | None = None
         self._client: Client | None = None
         self._lock = asyncio.Lock()
+        self.beats = BeatWriter(self.pool)
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is not None:

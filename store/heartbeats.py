@@ -1,8 +1,10 @@
-"""The heartbeat hot path: one round trip authenticates the token, persists the beat, touches the
-token's last_used_at (at most once a minute), and fans the beat out with NOTIFY."""
+"""The heartbeat hot path: one statement authenticates each token, persists its beat, touches the
+token's last_used_at (at most once a minute), and fans the beat out with NOTIFY, for a batch of beats."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,69 +13,88 @@ import asyncpg
 from domain.events import EventType
 from domain.status import WorkspaceStatus
 from store.events import CHANNEL
-from store.tokens import hash_token
 
 _SQL = """
-WITH tok AS (
-    SELECT t.id AS token_id, t.workspace_id, t.revoked_at IS NOT NULL AS revoked,
+WITH beat AS (
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::float8[], $4::text[], $5::int[], $6::bigint[],
+                         $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bool[], $12::int[],
+                         $13::bool[])
+        WITH ORDINALITY AS b(token_hash, workspace_id, error_rate, sample_error, active_tasks,
+                             uptime_seconds, current_task, runtime_state, monthly_spend, capabilities,
+                             set_capabilities, idle_timeout_seconds, set_idle_timeout, n)
+),
+tok AS (
+    SELECT b.n, t.id AS token_id, t.workspace_id, t.revoked_at IS NOT NULL AS revoked,
            t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute' AS touch_due
-    FROM workspace_auth_tokens t WHERE t.token_hash = $1
+    FROM beat b JOIN workspace_auth_tokens t ON t.token_hash = b.token_hash
 ),
 touch AS (
+    -- best effort: a token another batch is touching right now is skipped, never waited for
     UPDATE workspace_auth_tokens SET last_used_at = now()
-    WHERE id = (SELECT token_id FROM tok WHERE touch_due AND NOT revoked)
+    WHERE id IN (SELECT t.id FROM workspace_auth_tokens t
+                 WHERE t.id IN (SELECT token_id FROM tok WHERE touch_due AND NOT revoked)
+                 FOR UPDATE SKIP LOCKED)
     RETURNING 1
 ),
 prev AS (
-    SELECT w.id, w.last_heartbeat_at, w.registered_at, w.runtime_state, w.last_error_rate, w.current_task,
-           w.active_tasks, w.capabilities, w.idle_timeout_seconds
-    FROM workspaces w
-    WHERE w.id = $2 AND w.id = (SELECT workspace_id FROM tok WHERE NOT revoked)
-      AND w.removed_at IS NULL AND w.status <> $15::workspace_status
-    FOR UPDATE
+    -- locked in id order, so concurrent batches never deadlock on each other's rows
+    SELECT w.id, b.n, w.last_heartbeat_at, w.registered_at, w.runtime_state, w.last_error_rate,
+           w.current_task, w.active_tasks, w.capabilities, w.idle_timeout_seconds
+    FROM beat b
+    JOIN tok ON tok.n = b.n AND NOT tok.revoked AND tok.workspace_id = b.workspace_id
+    JOIN workspaces w ON w.id = b.workspace_id
+    WHERE w.removed_at IS NULL AND w.status <> $15::workspace_status
+    ORDER BY w.id
+    FOR UPDATE OF w
 ),
 upd AS (
     UPDATE workspaces w SET
         last_heartbeat_at = now(),
-        last_error_rate = $3,
-        last_sample_error = COALESCE($4, w.last_sample_error),
-        active_tasks = $5,
-        last_active_at = CASE WHEN $5 > 0 THEN now() ELSE w.last_active_at END,
-        uptime_seconds = $6,
-        current_task = $7,
-        runtime_state = $8,
-        monthly_spend = CASE WHEN $9 > 0 THEN $9 ELSE w.monthly_spend END,
-        capabilities = CASE WHEN $11 THEN COALESCE($10, '{}'::jsonb) ELSE w.capabilities END,
-        idle_timeout_seconds = CASE WHEN $13 THEN $12 ELSE w.idle_timeout_seconds END,
+        last_error_rate = b.error_rate,
+        last_sample_error = COALESCE(b.sample_error, w.last_sample_error),
+        active_tasks = b.active_tasks,
+        last_active_at = CASE WHEN b.active_tasks > 0 THEN now() ELSE w.last_active_at END,
+        uptime_seconds = b.uptime_seconds,
+        current_task = b.current_task,
+        runtime_state = b.runtime_state,
+        monthly_spend = CASE WHEN b.monthly_spend > 0 THEN b.monthly_spend ELSE w.monthly_spend END,
+        capabilities = CASE WHEN b.set_capabilities THEN COALESCE(b.capabilities::jsonb, '{}'::jsonb)
+                            ELSE w.capabilities END,
+        idle_timeout_seconds = CASE WHEN b.set_idle_timeout THEN b.idle_timeout_seconds
+                                    ELSE w.idle_timeout_seconds END,
         updated_at = now()
-    FROM prev WHERE w.id = prev.id
-    RETURNING w.id, w.status::text AS status, w.capabilities, w.idle_timeout_seconds,
-        w.platform_inbound_secret,
+    FROM prev JOIN beat b ON b.n = prev.n
+    WHERE w.id = prev.id
+    RETURNING prev.n, w.id, w.status::text AS status, w.capabilities, w.platform_inbound_secret,
         prev.last_heartbeat_at IS NULL OR prev.last_heartbeat_at < prev.registered_at AS first_beat,
         prev.runtime_state AS prev_runtime_state, prev.last_error_rate AS prev_error_rate,
         prev.capabilities IS DISTINCT FROM w.capabilities
           OR prev.idle_timeout_seconds IS DISTINCT FROM w.idle_timeout_seconds AS caps_changed,
         prev.current_task IS DISTINCT FROM w.current_task
-          OR prev.active_tasks <> w.active_tasks AS task_changed
+          OR prev.active_tasks <> w.active_tasks AS task_changed,
+        w.current_task, w.active_tasks, w.uptime_seconds
 ),
 notes AS (
     SELECT pg_notify($14, json_build_object(
                'id', NULL, 'event_type', $16::text, 'workspace_id', upd.id,
-               'payload', json_build_object('active_tasks', $5::int, 'uptime_seconds', $6::bigint))::text)
+               'payload', json_build_object('active_tasks', upd.active_tasks,
+                                            'uptime_seconds', upd.uptime_seconds))::text)
     FROM upd
     UNION ALL
     SELECT pg_notify($14, json_build_object(
                'id', NULL, 'event_type', $17::text, 'workspace_id', upd.id,
-               'payload', json_build_object('current_task', $7::text, 'active_tasks', $5::int))::text)
+               'payload', json_build_object('current_task', upd.current_task,
+                                            'active_tasks', upd.active_tasks))::text)
     FROM upd WHERE upd.task_changed
 )
-SELECT tok.workspace_id::text AS token_workspace, tok.revoked,
-       (SELECT count(*) FROM notes) AS notified, (SELECT count(*) FROM touch) AS touched,
+SELECT b.n, tok.workspace_id::text AS token_workspace, tok.revoked,
        upd.status, upd.capabilities, upd.platform_inbound_secret, upd.first_beat, upd.prev_runtime_state,
        upd.prev_error_rate, upd.caps_changed,
        (SELECT w.removed_at IS NOT NULL OR w.status = $15::workspace_status
-          FROM workspaces w WHERE w.id = tok.workspace_id) AS workspace_removed
-FROM tok LEFT JOIN upd ON true
+          FROM workspaces w WHERE w.id = tok.workspace_id) AS workspace_removed,
+       (SELECT count(*) FROM notes) AS notified, (SELECT count(*) FROM touch) AS touched
+FROM beat b LEFT JOIN tok ON tok.n = b.n LEFT JOIN upd ON upd.n = b.n
+ORDER BY b.n
 """
 
 
@@ -107,30 +128,46 @@ class BeatResult:
     platform_inbound_secret: str | None = None
 
 
-async def record_beat(pool: asyncpg.Pool, token: str, workspace_id: str, beat: Beat) -> BeatResult:
-    row = await pool.fetchrow(
+@dataclass(frozen=True)
+class PendingBeat:
+    token_hash: str
+    workspace_id: str
+    beat: Beat
+
+
+async def record_beats(conn: asyncpg.Connection, pending: Sequence[PendingBeat]) -> list[BeatResult]:
+    """Persist a batch of beats in one statement; one result per beat, in order.
+
+    Each workspace may appear at most once in a batch: an UPDATE writes a row once per statement.
+    """
+    beats = [p.beat for p in pending]
+    rows = await conn.fetch(
         _SQL,
-        hash_token(token),
-        workspace_id,
-        beat.error_rate,
-        beat.sample_error,
-        beat.active_tasks,
-        beat.uptime_seconds,
-        beat.current_task,
-        beat.runtime_state,
-        beat.monthly_spend,
-        beat.capabilities,
-        beat.set_capabilities,
-        beat.idle_timeout_seconds,
-        beat.set_idle_timeout,
+        [p.token_hash for p in pending],
+        [p.workspace_id for p in pending],
+        [b.error_rate for b in beats],
+        [b.sample_error for b in beats],
+        [b.active_tasks for b in beats],
+        [b.uptime_seconds for b in beats],
+        [b.current_task for b in beats],
+        [b.runtime_state for b in beats],
+        [b.monthly_spend for b in beats],
+        [None if b.capabilities is None else json.dumps(b.capabilities) for b in beats],
+        [b.set_capabilities for b in beats],
+        [b.idle_timeout_seconds for b in beats],
+        [b.set_idle_timeout for b in beats],
         CHANNEL,
         WorkspaceStatus.REMOVED.value,
         EventType.WORKSPACE_HEARTBEAT.value,
         EventType.TASK_UPDATED.value,
     )
-    if row is None:
-        return BeatResult("unknown_token")
+    return [_verdict(row, p.workspace_id) for row, p in zip(rows, pending, strict=True)]
+
+
+def _verdict(row: asyncpg.Record, workspace_id: str) -> BeatResult:
     owner = row["token_workspace"]
+    if owner is None:
+        return BeatResult("unknown_token")
     if row["workspace_removed"]:
         return BeatResult("removed", owner)
     if row["revoked"]:

@@ -6,7 +6,6 @@ import json
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -28,6 +27,7 @@ from domain.models import HeartbeatSignal, RegisterSignal, workflow_id_for
 from domain.transitions import error_band, heartbeat_is_news
 from store import heartbeats
 from store import workspaces as ws_store
+from store.tokens import hash_token
 
 log = logging.getLogger("molecule.api")
 router = APIRouter(prefix="/registry", tags=["registry"])
@@ -113,8 +113,7 @@ async def heartbeat(request: Request) -> Response:
         monthly_spend=min(max(body.monthly_spend, 0), MAX_MONTHLY_SPEND),
         **_metadata_update(body.runtime_metadata),
     )
-    pool = await platform.pool()
-    result = await heartbeats.record_beat(pool, token, workspace_id, beat)
+    result = await platform.beats.record(hash_token(token), workspace_id, beat)
     if result.verdict in ("unknown_token", "revoked"):
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
     if result.verdict == "removed":
@@ -150,22 +149,20 @@ async def heartbeat(request: Request) -> Response:
             ),
         )
     reply = {"status": result.status.value}
-    secret = await _inbound_secret(platform, pool, workspace_id, result.platform_inbound_secret)
+    secret = await _inbound_secret(platform, workspace_id, result.platform_inbound_secret)
     if secret is not None:
         reply["platform_inbound_secret"] = secret
     return Response(json.dumps(reply), media_type="application/json")
 
 
-async def _inbound_secret(
-    platform: Platform, pool: asyncpg.Pool, workspace_id: str, stored: str | None
-) -> str | None:
+async def _inbound_secret(platform: Platform, workspace_id: str, stored: str | None) -> str | None:
     cached = platform.inbound_secrets.get(workspace_id)
     if cached:
         return cached
     secret = stored
     if secret is None:
         try:  # heal a NULL column; a failure must not fail the beat
-            secret = await ws_store.ensure_inbound_secret(pool, workspace_id)
+            secret = await ws_store.ensure_inbound_secret(await platform.pool(), workspace_id)
         except Exception:
             log.warning("workspace %s: could not mint platform_inbound_secret", workspace_id)
             return None
