@@ -75,9 +75,7 @@ async def wait_healthy(url: str, attempts: int = 600) -> None:
 
 
 @asynccontextmanager
-async def bench_stack(
-    extra_env: dict[str, str] | None = None, api_workers: int = 1
-) -> AsyncIterator[BenchStack]:
+async def bench_stack(extra_env: dict[str, str] | None = None) -> AsyncIterator[BenchStack]:
     work = Path(tempfile.mkdtemp(prefix="molecule-bench-"))
     pg = None
     if os.environ.get("DATABASE_URL"):

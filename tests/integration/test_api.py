@@ -167,10 +167,17 @@ async def test_heartbeat_bad_values(stack):
             json={"workspace_id": workspace_id, "monthly_spend": -50, "active_tasks": 2},
         )
         assert response.status_code == 200
-    async with stack.client() as client:
-        row = (await client.get(f"/workspaces/{workspace_id}")).json()
-    assert row["monthly_spend"] == 0
-    assert row["active_tasks"] == 2
+        async with stack.client() as client:
+            row = (await client.get(f"/workspaces/{workspace_id}")).json()
+        assert row["monthly_spend"] == 0
+        assert row["active_tasks"] == 2
+        for spend, stored in ((10**20, 10**12), (0, 10**12), (1234, 1234)):  # clamped; 0 keeps the value
+            response = await agent.post(
+                "/registry/heartbeat", json={"workspace_id": workspace_id, "monthly_spend": spend}
+            )
+            assert response.status_code == 200, response.text
+            async with stack.client() as client:
+                assert (await client.get(f"/workspaces/{workspace_id}")).json()["monthly_spend"] == stored
 
 
 async def test_postgres_unreachable_is_503_without_leaking_the_dsn():
@@ -183,8 +190,13 @@ async def test_postgres_unreachable_is_503_without_leaking_the_dsn():
         )
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-        for method, path, body in (("GET", "/workspaces", None), ("POST", "/workspaces", {"name": "x"})):
-            response = await client.request(method, path, json=body)
+        beat = {"workspace_id": "6f1c2a8e-0d4b-4f7a-9a51-3c2e1b0d9f88"}
+        for method, path, body in (
+            ("GET", "/workspaces", None),
+            ("POST", "/workspaces", {"name": "x"}),
+            ("POST", "/registry/heartbeat", beat),
+        ):
+            response = await client.request(method, path, json=body, headers={"Authorization": "Bearer t"})
             assert response.status_code == 503, response.text
             assert response.json()["code"] == "platform_unavailable"
             for leak in ("hunter2", "secretdb", str(port), "127.0.0.1", "Traceback"):
