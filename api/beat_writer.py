@@ -81,16 +81,32 @@ class BeatWriter:
             try:
                 pool = await self._pool()
                 async with pool.acquire() as conn:
-                    results = await record_beats(conn, [w.beat for w in batch])
+                    outcomes: list[BeatResult | Exception] = await self._write(conn, batch)
             except Exception as exc:  # each caller turns it into its reply (503 when the DB is down)
-                for waiting in batch:
-                    if not waiting.reply.done():
-                        waiting.reply.set_exception(exc)
-                continue
+                outcomes = [exc] * len(batch)
             except BaseException:  # shutting down: nobody is left to answer
                 for waiting in batch:
                     waiting.reply.cancel()
                 raise
-            for waiting, result in zip(batch, results, strict=True):
-                if not waiting.reply.done():
-                    waiting.reply.set_result(result)
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                if waiting.reply.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    waiting.reply.set_exception(outcome)
+                else:
+                    waiting.reply.set_result(outcome)
+
+    async def _write(self, conn: asyncpg.Connection, batch: list[_Waiting]) -> list[BeatResult | Exception]:
+        try:
+            return list(await record_beats(conn, [w.beat for w in batch]))
+        except Exception:
+            if len(batch) == 1 or conn.is_closed():
+                raise
+        # A beat Postgres refuses must not fail the rest of its batch: each is written alone.
+        outcomes: list[BeatResult | Exception] = []
+        for waiting in batch:
+            try:
+                outcomes.extend(await record_beats(conn, [waiting.beat]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes

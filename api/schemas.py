@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import datetime
@@ -19,22 +20,57 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-EnvMap = Annotated[dict[str, Annotated[str, Field(max_length=65536)]], AfterValidator(_check_env)]
+# What PostgreSQL cannot store, refused up front so that it is a 422 naming the field, never a 500
+# (and, for heartbeats, never a failure shared by the other beats of its batch).
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    return value
+
+
+def _nul_to_replacement(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
+
+
+def _storable_json(value: Any) -> Any:
+    """jsonb refuses NaN, Infinity and NUL characters in strings (keys included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must not contain NaN or Infinity")
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable_json(key)
+            _storable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+LogText = Annotated[str, AfterValidator(_nul_to_replacement)]  # evidence is kept, NULs shown as U+FFFD
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+EnvMap = Annotated[dict[str, Annotated[Text, Field(max_length=65536)]], AfterValidator(_check_env)]
 
 
 class CreateWorkspace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    runtime: str | None = Field(default=None, max_length=64)
-    template: str | None = Field(default=None, max_length=200)
-    model: str | None = Field(default=None, max_length=200)
-    role: str | None = Field(default=None, max_length=2000)
+    name: Text = Field(min_length=1, max_length=200)
+    runtime: Text | None = Field(default=None, max_length=64)
+    template: Text | None = Field(default=None, max_length=200)
+    model: Text | None = Field(default=None, max_length=200)
+    role: Text | None = Field(default=None, max_length=2000)
     tier: int = Field(default=2, ge=1, le=4)
     parent_id: uuid.UUID | None = None
     env: EnvMap = Field(default_factory=dict, max_length=200)
     max_concurrent_tasks: int = Field(default=1, ge=1, le=1000)
-    budget_limit: int | None = Field(default=None, ge=0)
+    budget_limit: int | None = Field(default=None, ge=0, le=INT8_MAX)
     external: bool = False
     backend: Literal["process", "external", "docker", "ec2"] | None = None
     # > 0: the workspace hibernates after this many minutes without an active task.
@@ -95,7 +131,7 @@ class DeleteReply(BaseModel):
 class BootstrapFailedBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    log_tail: str = Field(default="", description="Kept to its last 8192 bytes.")
+    log_tail: LogText = Field(default="", description="Kept to its last 8192 bytes.")
 
 
 class RescueBundle(BaseModel):
@@ -112,9 +148,9 @@ class CreatedWorkspace(BaseModel):
 
 
 class RegisterBody(BaseModel):
-    id: str = Field(max_length=64)
-    url: str | None = Field(default=None, max_length=2048)
-    agent_card: dict[str, Any] | None = None
+    id: Text = Field(max_length=64)
+    url: Text | None = Field(default=None, max_length=2048)
+    agent_card: JsonObject | None = None
 
 
 class Registered(BaseModel):
@@ -123,20 +159,20 @@ class Registered(BaseModel):
 
 
 class RuntimeMetadata(BaseModel):
-    capabilities: dict[str, Any] | None = None
-    idle_timeout_seconds: int | None = None
+    capabilities: JsonObject | None = None
+    idle_timeout_seconds: int | None = Field(default=None, ge=-INT4_MAX, le=INT4_MAX)
 
 
 class HeartbeatBody(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
-    workspace_id: str = Field(max_length=64)
+    workspace_id: Text = Field(max_length=64)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    sample_error: str | None = Field(default=None, max_length=8192)
-    active_tasks: int = Field(default=0, ge=0)
-    uptime_seconds: int = Field(default=0, ge=0)
-    current_task: str | None = Field(default=None, max_length=8192)
-    runtime_state: str = Field(default="", max_length=64)
+    sample_error: Text | None = Field(default=None, max_length=8192)
+    active_tasks: int = Field(default=0, ge=0, le=INT4_MAX)
+    uptime_seconds: int = Field(default=0, ge=0, le=INT8_MAX)
+    current_task: Text | None = Field(default=None, max_length=8192)
+    runtime_state: Text = Field(default="", max_length=64)
     monthly_spend: int = 0
     runtime_metadata: RuntimeMetadata | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 
 import asyncpg
@@ -72,6 +73,56 @@ async def test_malformed_json_and_wrong_types_name_the_fields(stack):
         response = await client.post("/workspaces", json={"name": "x", "template": "no-such-template"})
         assert response.status_code == 422
         assert "no-such-template" in response.json()["error"]
+
+
+async def test_values_postgres_cannot_store_are_422_naming_the_field(stack):
+    """NUL characters, NaN in JSON maps and integers past the column's range: refused up front."""
+    async with stack.client() as client:
+        for body, field in (
+            ({"name": "a\x00b"}, "name"),
+            ({"name": "x", "env": {"KEY": "v\x00"}}, "env.KEY"),
+            ({"name": "x", "budget_limit": 2**63}, "budget_limit"),
+        ):
+            response = await client.post("/workspaces", json=body)
+            assert response.status_code == 422, (body, response.text)
+            assert field in {f["field"] for f in response.json()["fields"]}
+        created = await create(client, external=True)
+    workspace_id, token = created["workspace"]["id"], created["auth_token"]
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(token)) as agent:
+        response = await agent.post(
+            "/registry/register", json={"id": workspace_id, "agent_card": {"name": "\x00"}}
+        )
+        assert response.status_code == 422 and "NUL" in response.json()["error"]
+        for extra, field in (
+            ({"active_tasks": 2**40}, "active_tasks"),
+            ({"uptime_seconds": 2**70}, "uptime_seconds"),
+            ({"sample_error": "a\x00b"}, "sample_error"),
+            ({"current_task": "\x00"}, "current_task"),
+            ({"runtime_state": "\x00"}, "runtime_state"),
+            ({"runtime_metadata": {"capabilities": {"x\x00": True}}}, "runtime_metadata.capabilities"),
+            (
+                {"runtime_metadata": {"capabilities": {"deep": [{"x": "\x00"}]}}},
+                "runtime_metadata.capabilities",
+            ),
+            ({"runtime_metadata": {"idle_timeout_seconds": 2**40}}, "runtime_metadata.idle_timeout_seconds"),
+        ):
+            response = await agent.post("/registry/heartbeat", json={"workspace_id": workspace_id, **extra})
+            assert response.status_code == 422, (extra, response.text)
+            assert field in {f["field"] for f in response.json()["fields"]}, response.text
+        nan = json.dumps(
+            {"workspace_id": workspace_id, "runtime_metadata": {"capabilities": {"x": math.nan}}}
+        )
+        response = await agent.post(
+            "/registry/heartbeat", content=nan, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422 and "NaN" in response.json()["error"]
+        # Nothing above was stored, and the workspace still takes its beats.
+        assert (
+            await agent.post("/registry/heartbeat", json={"workspace_id": workspace_id})
+        ).status_code == 200
+    async with stack.client() as client:
+        row = (await client.get(f"/workspaces/{workspace_id}")).json()
+    assert (row["active_tasks"], row["current_task"], row["capabilities"]) == (0, None, {})
 
 
 async def test_body_over_one_mebibyte_is_413(stack):

@@ -190,3 +190,23 @@ async def test_a_caller_that_went_away_is_skipped(pool, batches):
     assert (await first).verdict == "ok"
     assert batches == [[a]]
     assert await pool.fetchval("SELECT last_heartbeat_at FROM workspaces WHERE id = $1::uuid", b) is None
+
+
+async def test_a_beat_postgres_refuses_fails_alone(pool, batches):
+    (a, a_hash), (b, b_hash), (c, c_hash) = await fleet(pool, 3)
+    writer = writer_for(pool, writers=1)
+    outcomes = await asyncio.gather(
+        writer.record(a_hash, a, beat(uptime=1)),
+        writer.record(b_hash, b, beat(active_tasks=2**40)),  # past int4: the schema stops this at the API
+        writer.record(c_hash, c, beat(uptime=3)),
+        return_exceptions=True,
+    )
+    assert [getattr(o, "verdict", None) for o in outcomes] == ["ok", None, "ok"]
+    assert isinstance(outcomes[1], Exception)
+    assert batches == [[a, b, c], [a], [b], [c]]  # the batch, then each beat alone
+    stored = await pool.fetch(
+        "SELECT id::text, uptime_seconds FROM workspaces"
+        " WHERE last_heartbeat_at IS NOT NULL AND id = ANY($1::uuid[])",
+        [a, b, c],
+    )
+    assert {r["id"]: r["uptime_seconds"] for r in stored} == {a: 1, c: 3}

@@ -224,6 +224,7 @@ async def test_boot_watcher_verdict_captures_a_bundle_with_every_secret_redacted
         created = await create(client, runtime="claude-code", env={"API_SECRET": PLANTED["env_secret"]})
         wid = created["workspace"]["id"]
         log = await file_contains(stack.data_dir / "workspaces" / wid / "agent.log", "hunter22")
+        log += "\nbinary junk: \x00\x00 end"  # kept as evidence, NULs shown as U+FFFD
         reply = await client.post(f"/admin/workspaces/{wid}/bootstrap-failed", json={"log_tail": log})
         assert reply.status_code == 202, reply.text
         failed = await events.wait_type("WORKSPACE_PROVISION_FAILED", wid)
@@ -245,6 +246,7 @@ async def test_boot_watcher_verdict_captures_a_bundle_with_every_secret_redacted
         "the instance token, found by its hash"
     )
     assert bundle["reason"] == "bootstrap_watcher"
+    assert "binary junk: \ufffd\ufffd end" in bundle["sections"]["log_tail"]
     assert {"backend.logs", "template_config", "env", "log_tail"} <= set(bundle["sections"])
 
 
