@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import shlex
 import threading
 from collections.abc import Callable
@@ -51,9 +52,12 @@ class Ec2Options:
     security_group_ids: list[str] = field(default_factory=list)
 
 
-def client_token(workspace_id: str, generation: int) -> str:
-    """EC2's idempotency key: a retried launch of the same generation returns the same instance."""
-    return f"{workspace_id}-g{generation}"
+def client_token(workspace_id: str, generation: int, token: str) -> str:
+    """EC2's idempotency key, one per launch attempt: each attempt mints a new instance token, so a
+    retried attempt must get a new VM (an idempotent replay would return one holding a revoked token).
+    Within an attempt, botocore's own retry of a lost reply still finds the same instance."""
+    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:12]
+    return f"{workspace_id}-g{generation}-{fingerprint}"
 
 
 def user_data(spec: InstanceSpec, platform_url: str, command: list[str]) -> str:
@@ -137,11 +141,9 @@ class Ec2Provisioner:
 
     def _start_sync(self, spec: InstanceSpec, ami: str, instance_type: str, command: list[str]) -> str:
         client = self.client()
-        # One instance per workspace: an earlier generation's instance is terminated first.
+        # One instance per workspace: a repeated start (an activity retry, whose token revoked the one
+        # an earlier VM was given) or a new generation replaces whatever this workspace has.
         for instance in self._instances(self._filters(spec.workspace_id)):
-            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-            if tags.get(TAG_GENERATION) == str(spec.generation):
-                return str(instance["InstanceId"])
             self._terminate_sync(instance["InstanceId"])
         new_tags = [
             {"Key": TAG_WORKSPACE, "Value": spec.workspace_id},
@@ -155,7 +157,7 @@ class Ec2Provisioner:
             "InstanceType": instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "ClientToken": client_token(spec.workspace_id, spec.generation),
+            "ClientToken": client_token(spec.workspace_id, spec.generation, spec.token),
             "UserData": user_data(spec, self.options.platform_url, command),
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": new_tags},

@@ -3,12 +3,15 @@ Docker engine, and EC2 through boto3 against moto's server."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import docker
 import pytest
 
@@ -88,9 +91,7 @@ def _docker(request: pytest.FixtureRequest) -> Harness:
     )
 
 
-def _ec2(request: pytest.FixtureRequest) -> Harness:
-    endpoint = request.getfixturevalue("moto_endpoint")
-
+def _ec2(endpoint: str) -> Harness:
     def options(region: str | None = "us-east-1") -> Ec2Options:
         return Ec2Options(region=region, platform_url="http://127.0.0.1:1", endpoint_url=endpoint)
 
@@ -110,7 +111,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     build = {
         "process": lambda: _process(tmp_path),
         "docker": lambda: _docker(request),
-        "ec2": lambda: _ec2(request),
+        "ec2": lambda: _ec2(request.getfixturevalue("moto_endpoint")),
     }
     h = build[request.param]()
     yield h
@@ -135,15 +136,17 @@ async def test_start_run_stop_and_stop_again(harness: Harness) -> None:
     await harness.backend.remove_volumes(spec.workspace_id)  # nothing left is success too
 
 
-async def test_same_idempotency_key_twice_gives_one_instance(harness: Harness) -> None:
+async def test_a_repeated_start_replaces_the_instance(harness: Harness) -> None:
     spec = harness.spec()
     first = await start(harness.backend, spec)
-    second = await start(harness.backend, spec)  # an activity retry after a worker died mid-start
+    # An activity retry after a worker died mid-start: same generation, and a freshly minted token
+    # that revoked the first one's, so the first instance is useless and must not be kept.
+    second = await start(harness.backend, dataclasses.replace(spec, token="tok-retry"))
     mine = [m for m in await harness.backend.list_managed() if m.workspace_id == spec.workspace_id]
     assert [m.instance_id for m in mine] == [second]
+    assert second != first
     assert await harness.backend.is_running(second)
-    if first != second:  # replaced rather than returned: the first one must be gone
-        assert not await harness.backend.is_running(first)
+    assert not await harness.backend.is_running(first)
 
 
 async def test_a_new_generation_replaces_the_old_instance(harness: Harness) -> None:
@@ -182,3 +185,26 @@ def test_backend_not_enabled_on_this_worker_is_a_clear_error(tmp_path: Path) -> 
     )
     with pytest.raises(BackendNotConfigured, match=r"'docker' is not enabled.*MOLECULE_BACKENDS=process"):
         backends.get("docker")
+
+
+async def test_ec2_retried_launch_carries_the_new_token_under_a_new_idempotency_key(moto_endpoint) -> None:
+    harness = _ec2(moto_endpoint)
+    spec = harness.spec()
+    first = await start(harness.backend, dataclasses.replace(spec, token="tok-attempt-1"))
+    second = await start(harness.backend, dataclasses.replace(spec, token="tok-attempt-2"))
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_endpoint)
+    try:
+        described = {
+            i["InstanceId"]: i
+            for r in ec2.describe_instances(InstanceIds=[first, second])["Reservations"]
+            for i in r["Instances"]
+        }
+        assert described[first]["State"]["Name"] in ("shutting-down", "terminated")
+        user_data = base64.b64decode(
+            ec2.describe_instance_attribute(InstanceId=second, Attribute="userData")["UserData"]["Value"]
+        ).decode()
+        assert "tok-attempt-2" in user_data and "tok-attempt-1" not in user_data
+        keys = [described[i].get("ClientToken") for i in (first, second)]
+        assert keys[0] != keys[1] and all(k and "tok-attempt" not in k for k in keys)
+    finally:
+        await harness.backend.stop(second)
