@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # How often the reconcile schedule looks for leaked instances (the last line of defence).
     reconcile_interval_seconds: PositiveInt = 600
     remote_liveness_stale_after: PositiveInt = 180
+    # How long an operator action (delete, restart, pause, resume, hibernate) waits for the workspace's
+    # workflow to answer before the API replies 503 orchestrator_timeout.
+    update_reply_timeout_seconds: PositiveInt = 30
     continue_as_new_after_events: PositiveInt = 2000
     max_body_bytes: PositiveInt = 1024 * 1024
 

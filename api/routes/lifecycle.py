@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Operator, PoolDep, TemporalDep, existing_workspace_id, workspace_row
+from api.deps import Operator, PoolDep, SettingsDep, TemporalDep, existing_workspace_id, workspace_row
 from api.errors import ApiError, OrchestratorUnavailable, is_temporal_unavailable
 from api.schemas import ActionReply, BootstrapFailedBody, DeleteReply, RescueBundle
 from domain.events import EventType
@@ -55,40 +56,67 @@ async def load(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any]:
     return row
 
 
-async def send_update(client: Client, row: dict[str, Any], name: str, *args: Any) -> ActionResult:
-    handle = client.get_workflow_handle(workflow_id_for(row["id"]))
-    try:
-        result: ActionResult = await handle.execute_update(name, args=list(args), result_type=ActionResult)
-        return result
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        kind = cause.type if isinstance(cause, ApplicationError) else None
-        message = cause.message if isinstance(cause, ApplicationError) else str(err)
-        if kind == REJECT_REMOVED:
-            raise removed_error(row) from None
-        if kind == REJECT_EXTERNAL:
-            raise ApiError(409, message, "external_runtime") from None
-        if kind == REJECT_STATE:
-            raise ApiError(409, message, "invalid_state", current_status=row["status"]) from None
-        raise
-    except RPCError as err:
-        if is_temporal_unavailable(err):
-            raise OrchestratorUnavailable() from None
-        if err.status == RPCStatusCode.NOT_FOUND:
+@dataclass(frozen=True)
+class Updates:
+    """Sends operator actions to workspace workflows and waits a bounded time for their answer."""
+
+    client: Client
+    timeout: float
+
+    async def send(self, row: dict[str, Any], name: str, *args: Any) -> ActionResult:
+        handle = self.client.get_workflow_handle(workflow_id_for(row["id"]))
+        try:
+            result: ActionResult = await asyncio.wait_for(
+                handle.execute_update(name, args=list(args), result_type=ActionResult), self.timeout
+            )
+            return result
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # No worker is running the workflow, or its store writes keep failing: say so instead of
+            # holding the caller (the SDK reports the cancelled wait as its own error). An update the
+            # workflow already accepted still completes later.
             raise ApiError(
-                409, f"workspace {row['id']} has no running workflow", "workflow_not_running"
+                503,
+                f"workspace {row['id']}: its workflow did not answer the {name} within {self.timeout:g}s "
+                "(is a worker running, and can it reach PostgreSQL?); the action may still be applied, "
+                f"check GET /workspaces/{row['id']}",
+                "orchestrator_timeout",
             ) from None
-        raise
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            if kind == REJECT_REMOVED:
+                raise removed_error(row) from None
+            if kind == REJECT_EXTERNAL:
+                raise ApiError(409, message, "external_runtime") from None
+            if kind == REJECT_STATE:
+                raise ApiError(409, message, "invalid_state", current_status=row["status"]) from None
+            raise
+        except RPCError as err:
+            if is_temporal_unavailable(err):
+                raise OrchestratorUnavailable() from None
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ApiError(
+                    409, f"workspace {row['id']} has no running workflow", "workflow_not_running"
+                ) from None
+            raise
+
+
+async def get_updates(client: TemporalDep, settings: SettingsDep) -> Updates:
+    return Updates(client, settings.update_reply_timeout_seconds)
+
+
+UpdatesDep = Annotated[Updates, Depends(get_updates)]
 
 
 # --- delete -----------------------------------------------------------------------------------
 
 
-async def _delete_one(pool: asyncpg.Pool, client: Client, row: dict[str, Any], req: DeleteRequest) -> str:
+async def _delete_one(pool: asyncpg.Pool, updates: Updates, row: dict[str, Any], req: DeleteRequest) -> str:
     """Delete through the workflow; a workspace whose workflow is gone is marked removed here and
     its instance left to the reconcile schedule (it reaps removed rows whose workflow is closed)."""
     try:
-        result = await send_update(client, row, "delete", req)
+        result = await updates.send(row, "delete", req)
         return result.teardown or "pending"
     except ApiError as err:
         if err.code != "workflow_not_running":
@@ -117,7 +145,7 @@ async def _teardown_done(client: Client, workspace_ids: list[str]) -> None:
 async def delete_workspace(
     workspace_id: str,
     pool: PoolDep,
-    client: TemporalDep,
+    updates: UpdatesDep,
     confirm: bool = False,
     wait: float = Query(default=0, ge=0, le=300, description="seconds to wait for teardown to complete"),
 ) -> Any:
@@ -136,12 +164,12 @@ async def delete_workspace(
         DeleteRequest(cascade_of=row["id"]) for _ in tree
     ]
     states = await asyncio.gather(
-        *(_delete_one(pool, client, r, q) for r, q in zip(rows, requests, strict=True))
+        *(_delete_one(pool, updates, r, q) for r, q in zip(rows, requests, strict=True))
     )
     teardown = "complete" if all(s == "complete" for s in states) else "pending"
     if teardown == "pending" and wait > 0:
         try:
-            await asyncio.wait_for(_teardown_done(client, [r["id"] for r in rows]), wait)
+            await asyncio.wait_for(_teardown_done(updates.client, [r["id"] for r in rows]), wait)
             teardown = "complete"
         except TimeoutError:
             pass
@@ -153,39 +181,39 @@ async def delete_workspace(
 
 
 @router.post("/{workspace_id}/restart", status_code=202, response_model=ActionReply)
-async def restart_workspace(workspace_id: str, pool: PoolDep, client: TemporalDep) -> Any:
+async def restart_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> Any:
     row = await load(pool, workspace_id)
     if row["backend"] == "external":
         return JSONResponse({"status": "noop", "message": EXTERNAL_NOOP}, status_code=200)
-    result = await send_update(client, row, "restart")
+    result = await updates.send(row, "restart")
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
 @router.post("/{workspace_id}/pause", status_code=202, response_model=ActionReply)
-async def pause_workspace(workspace_id: str, pool: PoolDep, client: TemporalDep) -> ActionReply:
+async def pause_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
     row = await load(pool, workspace_id)
     below = [
         {"id": d["id"], "status": d["status"]}
         for d in await ws_store.descendants(pool, row["id"])
         if d["status"] not in (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED)
     ]
-    results = await asyncio.gather(*(send_update(client, r, "pause") for r in [row, *below]))
+    results = await asyncio.gather(*(updates.send(r, "pause") for r in [row, *below]))
     return ActionReply(status=results[0].status, cascade_paused=len(below))
 
 
 @router.post("/{workspace_id}/resume", status_code=202, response_model=ActionReply)
-async def resume_workspace(workspace_id: str, pool: PoolDep, client: TemporalDep) -> ActionReply:
+async def resume_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if row["status"] not in RESUMABLE:
         raise ApiError(
             409, f"only a paused or hibernated workspace resumes; it is {row['status']}", "invalid_state"
         )
-    result = await send_update(client, row, "resume")
+    result = await updates.send(row, "resume")
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
 @router.post("/{workspace_id}/hibernate", status_code=202, response_model=ActionReply)
-async def hibernate_workspace(workspace_id: str, pool: PoolDep, client: TemporalDep) -> ActionReply:
+async def hibernate_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if not can_hibernate(row["status"], row["active_tasks"]):
         raise ApiError(
@@ -194,7 +222,7 @@ async def hibernate_workspace(workspace_id: str, pool: PoolDep, client: Temporal
             f"with {row['active_tasks']} active task(s)",
             "invalid_state",
         )
-    result = await send_update(client, row, "hibernate")
+    result = await updates.send(row, "hibernate")
     return ActionReply(status=result.status)
 
 

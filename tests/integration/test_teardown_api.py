@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
 from pathlib import Path
 
@@ -147,6 +148,26 @@ async def test_bad_inputs_for_lifecycle_routes(stack):
             await client.post(f"/admin/workspaces/{wid}/bootstrap-failed", json={"bad": 1})
         ).status_code == 422
         assert (await client.delete(f"/workspaces/{wid}", params={"wait": "-1"})).status_code == 422
+
+
+async def test_an_action_the_workflow_cannot_answer_is_503_and_a_retry_later_succeeds(make_stack):
+    stack = await make_stack(UPDATE_REPLY_TIMEOUT_SECONDS=2)
+    async with stack.client() as client:
+        wid = (await create(client, external=True))["workspace"]["id"]
+        (worker,) = stack.workers
+        worker.send_signal(signal.SIGSTOP)  # a worker that holds the workflow but never answers
+        try:
+            reply = await client.delete(f"/workspaces/{wid}")
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["code"] == "orchestrator_timeout"
+            assert "did not answer the delete within 2s" in reply.json()["error"]
+            assert (await client.get(f"/workspaces/{wid}")).status_code == 200  # not removed behind our back
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        # Once the worker answers again, the operator's retry goes through (or finds it already done).
+        retry = await client.delete(f"/workspaces/{wid}")
+        assert retry.status_code in (200, 202, 410), retry.text
+        assert (await client.get(f"/workspaces/{wid}")).status_code == 410
 
 
 async def test_restart_replaces_the_instance_and_comes_back_online(stack):
