@@ -62,16 +62,27 @@ class DockerOptions:
     client_factory: Callable[[], docker.DockerClient] | None = None
 
 
-def _tar_of(files: dict[str, tuple[bytes, int]]) -> bytes:
+def _tar_of(files: dict[str, tuple[bytes, int]], owner: tuple[int, int] = (0, 0)) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, (data, mode) in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = mode
+            info.uid, info.gid = owner
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def numeric_owner(user: str | None) -> tuple[int, int]:
+    """Who the container runs as, from an image's or container's `User` ("uid[:gid]"), so the token
+    file is readable by the agent alone. A user given by name cannot be resolved from outside the
+    image: root then owns the file (the image must run as root to read it)."""
+    uid, _, gid = (user or "").partition(":")
+    if not uid.isdigit():
+        return (0, 0)
+    return (int(uid), int(gid) if gid.isdigit() else int(uid))
 
 
 def _untar_one(chunks: Any) -> str:
@@ -170,6 +181,10 @@ class DockerProvisioner:
 
         self.ensure_image(image)
         limits = tier_limits(spec.tier, self.options.tier_overrides)
+        privileged = limits.tier == 4 and self.options.allow_privileged
+        # The image's own user (ours is unprivileged), except where the operator opted into a tier-4
+        # container that drives the Docker socket: that one needs root.
+        user = "0:0" if privileged else (client.images.get(image).attrs.get("Config") or {}).get("User")
         configs, workspace = volume_names(spec.workspace_id)
         for volume in (configs, workspace):
             try:
@@ -182,8 +197,9 @@ class DockerProvisioner:
             name=name,
             labels={**self._labels(spec.workspace_id), LABEL_GENERATION: str(spec.generation)},
             environment=agent_environment(spec, self.options.platform_url, CONFIG_PATH),
-            volumes=self._mounts(configs, workspace, limits),
-            **self._limits(limits),
+            volumes=self._mounts(configs, workspace, privileged),
+            user=user or None,
+            **self._limits(limits, privileged),
         )
         try:
             # The token goes in before the agent can look for it, readable by nobody else.
@@ -191,23 +207,23 @@ class DockerProvisioner:
             if spec.template is not None:
                 config = spec.template.model_dump(exclude={"env"}, mode="json")
                 files["config.yaml"] = (yaml.safe_dump(config, sort_keys=False).encode(), 0o644)
-            container.put_archive(CONFIG_PATH, _tar_of(files))
+            container.put_archive(CONFIG_PATH, _tar_of(files, numeric_owner(user)))
             container.start()
         except DockerException:
             container.remove(force=True)
             raise
         return str(container.id)
 
-    def _mounts(self, configs: str, workspace: str, limits: TierLimits) -> dict[str, dict[str, str]]:
+    def _mounts(self, configs: str, workspace: str, privileged: bool) -> dict[str, dict[str, str]]:
         mounts = {
             configs: {"bind": CONFIG_PATH, "mode": "rw"},
             workspace: {"bind": WORKSPACE_PATH, "mode": "rw"},
         }
-        if limits.tier == 4 and self.options.allow_privileged:
+        if privileged:
             mounts[DOCKER_SOCKET] = {"bind": DOCKER_SOCKET, "mode": "rw"}
         return mounts
 
-    def _limits(self, limits: TierLimits) -> dict[str, Any]:
+    def _limits(self, limits: TierLimits, privileged: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "mem_limit": f"{limits.memory_mb}m",
             "cpu_shares": limits.cpu_shares,
@@ -215,7 +231,7 @@ class DockerProvisioner:
             "nano_cpus": int(min(limits.cpus, self._daemon_cpus()) * 1e9),
             "network_mode": "host" if limits.host_network else self.options.network,
             "read_only": limits.read_only_root,
-            "privileged": limits.tier == 4 and self.options.allow_privileged,
+            "privileged": privileged,
         }
         if limits.tmpfs_mb:
             kwargs["tmpfs"] = {"/tmp": f"size={limits.tmpfs_mb}m"}  # noqa: S108 - a container path

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 import docker
-from docker.errors import ImageNotFound
+from docker.errors import APIError, ImageNotFound
 
 from molecule.settings import REPO_ROOT
 
@@ -34,6 +34,7 @@ MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("python3",)
 BASE_REPOSITORY = "molecule-agent-base"
 REPOSITORY = "molecule-agent"
+_CONTENT_TAG = re.compile(r"[0-9a-f]{12}")
 # What `python -m agent` imports beyond the standard library.
 AGENT_REQUIREMENTS = ("fastapi", "uvicorn", "httpx")
 _TRIM = (
@@ -49,10 +50,15 @@ _SOURCE_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", ".molecule", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench"
 )
 
-DOCKERFILE = """\
-FROM {base}
+AGENT_UID = 10001  # the agent never runs as root; fresh volumes take these owners from the image
+
+DOCKERFILE = f"""\
+FROM {{base}}
 COPY site /opt/molecule/site
-ENV PYTHONPATH=/opt/molecule/site PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 AGENT_HOST=0.0.0.0
+RUN install -d -o {AGENT_UID} -g {AGENT_UID} -m 0755 /configs /workspace
+ENV PYTHONPATH=/opt/molecule/site PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 AGENT_HOST=0.0.0.0 \\
+    HOME=/workspace
+USER {AGENT_UID}:{AGENT_UID}
 WORKDIR /workspace
 CMD ["python3", "-m", "agent"]
 """
@@ -183,7 +189,23 @@ def ensure_agent_image(client: docker.DockerClient | None = None) -> str:
         (context / "Dockerfile").write_text(dockerfile)
         log.info("building %s", ref)
         client.images.build(path=str(context), tag=ref, rm=True, pull=False)
+    _prune_superseded(client, ref)
     return ref
+
+
+def _prune_superseded(client: docker.DockerClient, keep: str) -> None:
+    """Drop the content-hash tags of earlier builds, so rebuilds do not pile up. Other tags (such as
+    `:local`) keep their image, and an image a container still uses is left alone."""
+    for image in client.images.list(name=REPOSITORY):
+        for tag in image.tags:
+            repository, _, name = tag.rpartition(":")
+            if repository != REPOSITORY or tag == keep or not _CONTENT_TAG.fullmatch(name):
+                continue
+            try:
+                client.images.remove(tag)
+                log.info("removed superseded %s", tag)
+            except APIError as exc:  # in use by a container: it goes with a later build
+                log.info("kept %s: %s", tag, exc.explanation or exc)
 
 
 def main() -> None:

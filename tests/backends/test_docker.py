@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import docker
@@ -9,7 +10,8 @@ import pytest
 from docker.models.images import ImageCollection
 
 from backends.base import BackendConfigError, BackendError
-from backends.docker import DockerOptions, DockerProvisioner
+from backends.docker import DockerOptions, DockerProvisioner, numeric_owner
+from molecule.agent_image import REPOSITORY, _prune_superseded
 
 
 def unreachable_daemon() -> DockerProvisioner:
@@ -67,3 +69,35 @@ def test_pinned_cached_image_is_never_pulled(
         assert pulls == [moving]
     finally:
         docker_client.images.remove(moving)
+
+
+@pytest.mark.parametrize(
+    ("user", "owner"),
+    [
+        ("10001:10001", (10001, 10001)),
+        ("10001", (10001, 10001)),
+        ("1000:50", (1000, 50)),
+        ("", (0, 0)),
+        (None, (0, 0)),
+        ("agent", (0, 0)),
+        ("0:0", (0, 0)),
+    ],
+)
+def test_the_token_file_belongs_to_the_user_the_image_runs_as(user, owner):
+    assert numeric_owner(user) == owner
+
+
+def test_a_new_agent_image_drops_the_tags_of_superseded_builds(docker_client, agent_image):
+    image = docker_client.images.get(agent_image)
+    superseded, operator_tag = f"{REPOSITORY}:{'a' * 12}", f"{REPOSITORY}:pinned-by-operator"
+    image.tag(REPOSITORY, "a" * 12)
+    image.tag(REPOSITORY, "pinned-by-operator")
+    try:
+        _prune_superseded(docker_client, agent_image)
+        tags = docker_client.images.get(agent_image).tags
+        assert superseded not in tags
+        assert agent_image in tags and operator_tag in tags
+    finally:
+        for tag in (superseded, operator_tag):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(tag)

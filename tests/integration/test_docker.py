@@ -60,8 +60,12 @@ async def test_docker_workspace_has_labels_volumes_limits_and_goes_online(
     assert env["MODEL"] == env["HERMES_DEFAULT_MODEL"] == "anthropic:claude"
     assert env["TEMPLATE_DEFAULT"] == "1"
     assert "WORKSPACE_TOKEN" not in env, "the token travels in /configs/.auth_token, not the env"
-    listing = container.exec_run(["stat", "-c", "%a %n", "/configs/.auth_token"]).output.decode()
-    assert listing.strip() == "600 /configs/.auth_token"
+    # The agent runs unprivileged, and its token file is readable by it alone.
+    agent_status = container.exec_run(["cat", "/proc/1/status"]).output.decode()
+    uids = next(line for line in agent_status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {"10001"}, agent_status
+    listing = container.exec_run(["stat", "-c", "%a %u %n", "/configs/.auth_token"]).output.decode()
+    assert listing.strip() == "600 10001 /configs/.auth_token"
 
     async with stack.client() as client:
         row = (await client.get(f"/workspaces/{workspace_id}")).json()
