@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from domain.templates import Template
@@ -61,6 +62,7 @@ def agent_environment(spec: InstanceSpec, platform_url: str, config_path: str) -
 class ManagedInstance:
     instance_id: str
     workspace_id: str
+    launched_at: datetime | None = None  # None: unknown, so never judged by its age
 
 
 @dataclass

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import docker
@@ -309,7 +310,11 @@ class DockerProvisioner:
                 all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PLATFORM}={self.platform_id}"]}
             )
             return [
-                ManagedInstance(str(c["Id"]), (c.get("Labels") or {}).get(LABEL_WORKSPACE, ""))
+                ManagedInstance(
+                    str(c["Id"]),
+                    (c.get("Labels") or {}).get(LABEL_WORKSPACE, ""),
+                    datetime.fromtimestamp(c["Created"], UTC) if c.get("Created") else None,
+                )
                 for c in containers
             ]
 

@@ -228,7 +228,11 @@ class Ec2Provisioner:
             found = []
             for instance in self._instances(self._filters()):
                 tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                found.append(ManagedInstance(str(instance["InstanceId"]), tags.get(TAG_WORKSPACE, "")))
+                found.append(
+                    ManagedInstance(
+                        str(instance["InstanceId"]), tags.get(TAG_WORKSPACE, ""), instance.get("LaunchTime")
+                    )
+                )
             return found
 
         return await self._run(listing)

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -194,5 +195,6 @@ class ProcessProvisioner:
                 and env.get("MOLECULE_PLATFORM_INSTANCE") == self.platform_id
             ):
                 instance_id = format_instance_id(proc.pid, proc.info["create_time"])
-                found.append(ManagedInstance(instance_id, env.get("WORKSPACE_ID", "")))
+                launched = datetime.fromtimestamp(proc.info["create_time"], UTC)
+                found.append(ManagedInstance(instance_id, env.get("WORKSPACE_ID", ""), launched))
         return found

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     rescue_grace_seconds: PositiveInt = 86400
     # How often the reconcile schedule looks for leaked instances (the last line of defence).
     reconcile_interval_seconds: PositiveInt = 600
+    # An instance of a live workspace that is not its current instance (a launch that finished after
+    # its attempt was retried) is reaped once it is this old, far longer than any start takes.
+    reconcile_stray_after_seconds: PositiveInt = 900
     remote_liveness_stale_after: PositiveInt = 180
     # How long an operator action (delete, restart, pause, resume, hibernate) waits for the workspace's
     # workflow to answer before the API replies 503 orchestrator_timeout.

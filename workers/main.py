@@ -34,7 +34,12 @@ WORKFLOWS = [WorkspaceWorkflow, ReaperWorkflow, ReconcileWorkflow]
 
 
 def build_worker(client: Client, activities: WorkspaceActivities, task_queue: str) -> Worker:
-    reconciler = Reconciler(activities.pool, client, activities.backends)
+    reconciler = Reconciler(
+        activities.pool,
+        client,
+        activities.backends,
+        stray_after=timedelta(seconds=activities.settings.reconcile_stray_after_seconds),
+    )
     return Worker(
         client,
         task_queue=task_queue,

@@ -9,6 +9,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -162,8 +163,12 @@ async def test_a_new_generation_replaces_the_old_instance(harness: Harness) -> N
 async def test_list_managed_returns_exactly_this_platforms_instances(harness: Harness) -> None:
     ours = {await start(harness.backend, harness.spec()) for _ in range(2)}
     theirs = await start(harness.other_platform, harness.spec())
-    listed = {m.instance_id for m in await harness.backend.list_managed()}
-    assert listed == ours
+    managed = await harness.backend.list_managed()
+    assert {m.instance_id for m in managed} == ours
+    now = datetime.now(UTC)  # launch times let reconcile judge a stray's age
+    assert all(
+        m.launched_at and timedelta(0) <= now - m.launched_at < timedelta(minutes=5) for m in managed
+    ), [m.launched_at for m in managed]
     assert {m.instance_id for m in await harness.other_platform.list_managed()} == {theirs}
     for instance_id in ours:
         await harness.backend.stop(instance_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleDescription
@@ -59,9 +60,13 @@ async def run_reconcile(client: Client, task_queue: str) -> dict:
     return report
 
 
-async def test_reconcile_reaps_orphans_and_closed_removed_rows_only(make_stack, database_url):
-    stack = await make_stack(HEARTBEAT_INTERVAL=1)
+async def test_reconcile_reaps_orphans_strays_and_closed_removed_rows_only(
+    make_stack, database_url, tmp_path
+):
+    stack = await make_stack(HEARTBEAT_INTERVAL=1, RECONCILE_STRAY_AFTER_SECONDS=1)
     backend = ProcessProvisioner(stack.data_dir, stack.platform_id)
+    # Same platform, its own directory: an instance the live workspace's row does not record.
+    elsewhere = ProcessProvisioner(tmp_path / "elsewhere", stack.platform_id)
     temporal = await Client.connect(stack.temporal_address)
     pool = await create_pool(database_url)
     try:
@@ -69,6 +74,7 @@ async def test_reconcile_reaps_orphans_and_closed_removed_rows_only(make_stack, 
             live = (await create(client, runtime="claude-code", env={"HEARTBEAT_INTERVAL": "1"}))[
                 "workspace"
             ]["id"]
+            stray_instance = await elsewhere.start(spec(live))  # a launch that outlived its attempt
             await events.wait_type("WORKSPACE_ONLINE", live)
             # A removed row whose workflow is closed, and whose instance somehow still runs.
             ghost = (await create(client, external=True))["workspace"]["id"]
@@ -88,21 +94,31 @@ async def test_reconcile_reaps_orphans_and_closed_removed_rows_only(make_stack, 
         orphan_instance = await backend.start(spec(orphan))
         odd_instance = await backend.start(spec("NOT-A-UUID"))  # never touched, whatever it is
 
+        current = await pool.fetchval("SELECT instance_id FROM workspaces WHERE id = $1", live)
+        assert current and current != stray_instance
+        launched = {m.instance_id: m.launched_at for m in await backend.list_managed()}
+        assert datetime.now(UTC) - launched[stray_instance] > timedelta(seconds=1), "old enough to be a stray"
+
         report = await run_reconcile(temporal, stack.task_queue)
 
-        assert sorted(report["reaped"]) == sorted(f"process:{i}" for i in (ghost_instance, orphan_instance))
-        assert report["skipped"] == {"not a strict UUID": 1, "row is online": 1}
+        assert sorted(report["reaped"]) == sorted(
+            f"process:{i}" for i in (ghost_instance, orphan_instance, stray_instance)
+        )
+        assert report["skipped"] == {"not a strict UUID": 1, "row is online": 1}  # live's current instance
+        assert await backend.is_running(current) and not await backend.is_running(stray_instance)
         assert sorted(report["volumes_removed"]) == sorted([ghost, orphan])
         running = {m.workspace_id for m in await backend.list_managed()}
         assert running == {live, "NOT-A-UUID"}
         assert backend.workspace_dir(live).exists() and not backend.workspace_dir(orphan).exists()
-        recorded = await pool.fetchval(
-            """SELECT count(*) FROM structure_events
+        recorded = await pool.fetch(
+            """SELECT payload->>'workspace_id' AS ws, payload->>'reason' AS reason FROM structure_events
                WHERE event_type = $1 AND payload->>'workspace_id' = ANY($2)""",
             EventType.INSTANCE_REAPED_BY_RECONCILE.value,
-            [ghost, orphan],
+            [ghost, orphan, live],
         )
-        assert recorded == 2
+        assert sorted((r["ws"], r["reason"]) for r in recorded) == sorted(
+            [(ghost, "removed"), (orphan, "orphan"), (live, "stray")]
+        )
         assert odd_instance
     finally:
         await pool.close()
