@@ -75,6 +75,7 @@ async def test_reconcile_reaps_orphans_strays_and_closed_removed_rows_only(
                 "workspace"
             ]["id"]
             stray_instance = await elsewhere.start(spec(live))  # a launch that outlived its attempt
+            assert stray_instance
             await events.wait_type("WORKSPACE_ONLINE", live)
             # A removed row whose workflow is closed, and whose instance somehow still runs.
             ghost = (await create(client, external=True))["workspace"]["id"]
@@ -97,7 +98,8 @@ async def test_reconcile_reaps_orphans_strays_and_closed_removed_rows_only(
         current = await pool.fetchval("SELECT instance_id FROM workspaces WHERE id = $1", live)
         assert current and current != stray_instance
         launched = {m.instance_id: m.launched_at for m in await backend.list_managed()}
-        assert datetime.now(UTC) - launched[stray_instance] > timedelta(seconds=1), "old enough to be a stray"
+        stray_launched = launched[stray_instance]
+        assert stray_launched and datetime.now(UTC) - stray_launched > timedelta(seconds=1), "old enough"
 
         report = await run_reconcile(temporal, stack.task_queue)
 
