@@ -40,6 +40,7 @@ class BeatWriter:
         self._queue: deque[_Waiting] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while they run
         self._active = 0  # counted by the writers themselves: a finished task's done-callback runs late
+        self._in_flight: set[str] = set()  # workspaces some writer is writing now: their next beat waits
 
     async def record(self, token_hash: str, workspace_id: str, beat: Beat) -> BeatResult:
         reply: asyncio.Future[BeatResult] = asyncio.get_running_loop().create_future()
@@ -59,12 +60,13 @@ class BeatWriter:
             waiting = self._queue.popleft()
             if waiting.reply.done():  # the caller went away; nothing to answer
                 continue
-            if waiting.beat.workspace_id in seen:
+            if waiting.beat.workspace_id in seen or waiting.beat.workspace_id in self._in_flight:
                 later.append(waiting)
                 continue
             seen.add(waiting.beat.workspace_id)
             batch.append(waiting)
         self._queue.extendleft(reversed(later))
+        self._in_flight |= seen
         return batch
 
     async def _drain(self) -> None:
@@ -77,6 +79,8 @@ class BeatWriter:
         while self._queue:
             batch = self._take()
             if not batch:
+                if self._in_flight:  # only beats of workspaces being written: their writers take them
+                    return
                 continue
             try:
                 pool = await self._pool()
@@ -88,6 +92,8 @@ class BeatWriter:
                 for waiting in batch:
                     waiting.reply.cancel()
                 raise
+            finally:
+                self._in_flight -= {w.beat.workspace_id for w in batch}
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 if waiting.reply.done():
                     continue

@@ -26,14 +26,19 @@ INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters (\\u0000)")
+    if _SURROGATE.search(value):
+        raise ValueError("must not contain lone UTF-16 surrogates (\\ud800-\\udfff)")
     return value
 
 
 def _nul_to_replacement(value: str) -> str:
-    return value.replace("\x00", "\ufffd")
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
 
 
 def _storable_json(value: Any) -> Any:

@@ -37,7 +37,8 @@ touch AS (
     RETURNING 1
 ),
 prev AS (
-    -- locked in id order, so concurrent batches never deadlock on each other's rows
+    -- locked in id order, so concurrent batches never deadlock on each other's rows; NO KEY UPDATE
+    -- (no key changes) so a foreign-key check on the row, such as creating a child, does not block it
     SELECT w.id, b.n, w.last_heartbeat_at, w.registered_at, w.runtime_state, w.last_error_rate,
            w.current_task, w.active_tasks, w.capabilities, w.idle_timeout_seconds
     FROM beat b
@@ -45,7 +46,7 @@ prev AS (
     JOIN workspaces w ON w.id = b.workspace_id
     WHERE w.removed_at IS NULL AND w.status <> $15::workspace_status
     ORDER BY w.id
-    FOR UPDATE OF w
+    FOR NO KEY UPDATE OF w
 ),
 upd AS (
     UPDATE workspaces w SET
@@ -83,7 +84,8 @@ notes AS (
     UNION ALL
     SELECT pg_notify($14, json_build_object(
                'id', NULL, 'event_type', $17::text, 'workspace_id', upd.id,
-               'payload', json_build_object('current_task', upd.current_task,
+               -- NOTIFY payloads are capped at 8000 bytes; the row keeps the whole task
+               'payload', json_build_object('current_task', left(upd.current_task, 1000),
                                             'active_tasks', upd.active_tasks))::text)
     FROM upd WHERE upd.task_changed
 )

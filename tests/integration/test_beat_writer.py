@@ -210,3 +210,26 @@ async def test_a_beat_postgres_refuses_fails_alone(pool, batches):
         [a, b, c],
     )
     assert {r["id"]: r["uptime_seconds"] for r in stored} == {a: 1, c: 3}
+
+
+async def test_a_newer_beat_is_never_overwritten_by_an_older_one_across_writers(pool):
+    made = await fleet(pool, 64)
+    last, last_hash = max(made)  # sorts last: locked last in a batch
+    writer = writer_for(pool, writers=4)
+    for _ in range(5):
+        results = await asyncio.gather(
+            writer.record(last_hash, last, beat(current_task="older")),
+            *(writer.record(h, ws, beat()) for ws, h in made if ws != last),
+            writer.record(last_hash, last, beat(current_task="newer")),
+        )
+        assert {r.verdict for r in results} == {"ok"}
+        stored = await pool.fetchval("SELECT current_task FROM workspaces WHERE id = $1::uuid", last)
+        assert stored == "newer"
+
+
+async def test_a_task_longer_than_a_notify_payload_is_stored_whole(pool):
+    ((ws, token_hash),) = await fleet(pool, 1)
+    writer = writer_for(pool, writers=1)
+    assert (await writer.record(token_hash, ws, beat(current_task="é" * 8000))).verdict == "ok"
+    stored = await pool.fetchval("SELECT current_task FROM workspaces WHERE id = $1::uuid", ws)
+    assert stored == "é" * 8000
