@@ -54,19 +54,17 @@ class BeatWriter:
 
     def _take(self) -> list[_Waiting]:
         batch: list[_Waiting] = []
-        seen: set[str] = set()
         later: list[_Waiting] = []
         while self._queue and len(batch) < self.max_batch:
             waiting = self._queue.popleft()
             if waiting.reply.done():  # the caller went away; nothing to answer
                 continue
-            if waiting.beat.workspace_id in seen or waiting.beat.workspace_id in self._in_flight:
+            if waiting.beat.workspace_id in self._in_flight:  # in this batch or another writer's
                 later.append(waiting)
                 continue
-            seen.add(waiting.beat.workspace_id)
+            self._in_flight.add(waiting.beat.workspace_id)
             batch.append(waiting)
         self._queue.extendleft(reversed(later))
-        self._in_flight |= seen
         return batch
 
     async def _drain(self) -> None:
@@ -78,10 +76,8 @@ class BeatWriter:
     async def _write_batches(self) -> None:
         while self._queue:
             batch = self._take()
-            if not batch:
-                if self._in_flight:  # only beats of workspaces being written: their writers take them
-                    return
-                continue
+            if not batch:  # what is left waits on workspaces other writers hold: they take it after
+                return
             try:
                 pool = await self._pool()
                 async with pool.acquire() as conn:

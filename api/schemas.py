@@ -29,7 +29,7 @@ INT8_MAX = 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _no_nul(value: str) -> str:
+def _storable_text(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters (\\u0000)")
     if _SURROGATE.search(value):
@@ -37,7 +37,7 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _nul_to_replacement(value: str) -> str:
+def _replace_unstorable(value: str) -> str:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
 
 
@@ -46,7 +46,7 @@ def _storable_json(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must not contain NaN or Infinity")
     if isinstance(value, str):
-        _no_nul(value)
+        _storable_text(value)
     elif isinstance(value, dict):
         for key, item in value.items():
             _storable_json(key)
@@ -57,8 +57,8 @@ def _storable_json(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-LogText = Annotated[str, AfterValidator(_nul_to_replacement)]  # evidence is kept, NULs shown as U+FFFD
+Text = Annotated[str, AfterValidator(_storable_text)]
+LogText = Annotated[str, AfterValidator(_replace_unstorable)]  # evidence is kept, NULs shown as U+FFFD
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 EnvMap = Annotated[dict[str, Annotated[Text, Field(max_length=65536)]], AfterValidator(_check_env)]
 
