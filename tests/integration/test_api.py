@@ -20,6 +20,8 @@ from tests.integration.sse import EventStream
 
 pytestmark = pytest.mark.integration
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 async def stack(make_stack):
@@ -86,6 +88,10 @@ async def test_values_postgres_cannot_store_are_422_naming_the_field(stack):
             response = await client.post("/workspaces", json=body)
             assert response.status_code == 422, (body, response.text)
             assert field in {f["field"] for f in response.json()["fields"]}
+        # A lone surrogate, written as a JSON escape (the only way it can arrive over the wire).
+        surrogate = b'{"name": "a\\ud800b"}'
+        response = await client.post("/workspaces", content=surrogate, headers=JSON)
+        assert response.status_code == 422 and response.json()["fields"][0]["field"] == "name", response.text
         created = await create(client, external=True)
     workspace_id, token = created["workspace"]["id"], created["auth_token"]
     async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(token)) as agent:
@@ -93,6 +99,10 @@ async def test_values_postgres_cannot_store_are_422_naming_the_field(stack):
             "/registry/register", json={"id": workspace_id, "agent_card": {"name": "\x00"}}
         )
         assert response.status_code == 422 and "NUL" in response.json()["error"]
+        card = b'{"id": "%s", "agent_card": {"k": "\\udc00"}}' % workspace_id.encode()
+        response = await agent.post("/registry/register", content=card, headers=JSON)
+        assert response.status_code == 422, response.text
+        assert response.json()["fields"][0]["field"] == "agent_card", response.text
         for extra, field in (
             ({"active_tasks": 2**40}, "active_tasks"),
             ({"uptime_seconds": 2**70}, "uptime_seconds"),
