@@ -10,10 +10,10 @@ import yaml
 
 from backends.base import BackendError
 from backends.registry import Backends
+from config.templates import TemplateCatalog
 from domain.events import EventType
 from domain.models import RescueRequest
 from domain.redaction import MASK, Redactor, redact_sections
-from molecule.templates import TemplateCatalog
 from store import events as event_store
 from store import rescue as rescue_store
 from store import workspaces as ws_store

@@ -13,6 +13,8 @@ from temporalio.exceptions import ApplicationError
 from activities.rescue import capture_rescue_bundle, redactor_for
 from backends.base import BackendConfigError, BackendError, InstanceSpec
 from backends.registry import Backends
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from domain.events import EventType
 from domain.models import (
     EventRecord,
@@ -32,8 +34,6 @@ from domain.models import (
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
 from store import events as event_store
 from store import tokens
 from store import workspaces as ws_store

@@ -8,10 +8,3 @@ supervision paths can be exercised end to end. Entry point: :func:`agent.main.ru
 This module stays import-light on purpose (``python -m agent.main`` must not find ``agent.main``
 already imported); import the API from ``agent.main`` / ``agent.config``.
 """
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("molecule")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0"

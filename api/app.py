@@ -11,8 +11,8 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.platform import Platform
 from api.routes import events, lifecycle, registry, system, workspaces
-from molecule import __version__
-from molecule.settings import Settings, get_settings
+from config.settings import Settings, get_settings
+from config.version import __version__
 
 log = logging.getLogger("molecule.api")
 

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from api.errors import ApiError
 from api.platform import Platform
-from molecule.settings import Settings
+from config.settings import Settings
 from store import tokens
 from store import workspaces as ws_store
 from store.tokens import TokenOwner

@@ -13,8 +13,8 @@ from api.errors import OrchestratorUnavailable, PlatformUnavailable
 from api.event_hub import EventHub
 from api.news_gate import NewsGate
 from api.secret_cache import InboundSecretCache
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from store.db import create_pool
 
 log = logging.getLogger("molecule.api")

@@ -5,7 +5,7 @@ from backends.docker import DockerOptions, DockerProvisioner
 from backends.ec2 import Ec2Options, Ec2Provisioner
 from backends.external import ExternalProvisioner
 from backends.process import ProcessProvisioner
-from molecule.settings import Settings
+from config.settings import Settings
 
 
 def build_provisioner(name: str, settings: Settings) -> Provisioner:

@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backends.process import ProcessProvisioner  # noqa: E402
-from molecule.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port  # noqa: E402
+from molecule.postgres import EmbeddedPostgres, ensure_database  # noqa: E402
+from molecule.processes import free_port  # noqa: E402
+from molecule.temporal_server import TemporalDevServer  # noqa: E402
 from store.migrate import apply_migrations  # noqa: E402
 
 

@@ -27,7 +27,7 @@ import psutil
 
 from bench.common import REPO, BenchStack, bench_stack, percentile, wait_healthy
 from domain.models import HeartbeatSignal, workflow_id_for
-from molecule.embedded import free_port
+from molecule.processes import free_port
 
 
 def loadgen(
@@ -130,25 +130,16 @@ async def simulated_hour_history() -> int:
     sys.path.insert(0, str(REPO))
     from temporalio.testing import WorkflowEnvironment
 
+    from config.settings import Settings
     from domain.models import RegisterSignal
-    from molecule.settings import Settings
+    from molecule.temporal_server import ensure_search_attributes
     from tests.workflows.harness import make_catalog, manifest, provisioning
     from workflows.workspace import WorkspaceWorkflow
 
     server = Path(sys.executable).parent / "temporal-test-server"
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(server))
     try:
-        from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-
-        from domain.search_attributes import SEARCH_ATTRIBUTE_TYPES
-        from tests.workflows.conftest import _TYPES  # search attributes registration types
-
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={n: _TYPES[k] for n, k in SEARCH_ATTRIBUTE_TYPES.items()},
-            )
-        )
+        await ensure_search_attributes(env.client)
         catalog = make_catalog(Path(tempfile.mkdtemp()), {"claude-code": manifest("claude-code")})
         async with provisioning(env, "claude-code", Settings(), catalog, backend="external") as run:
             run.fake.beating = True

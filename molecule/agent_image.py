@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 
-from molecule.settings import REPO_ROOT
+from config.settings import REPO_ROOT
 
 log = logging.getLogger("molecule.agent_image")
 

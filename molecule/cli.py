@@ -70,7 +70,7 @@ def up(
 @app.command()
 def worker() -> None:
     """Run a Temporal worker for the `workspaces` task queue."""
-    from molecule.settings import get_settings
+    from config.settings import get_settings
     from workers.main import run_worker
 
     _logging()
@@ -96,7 +96,7 @@ def api(
 @app.command()
 def migrate() -> None:
     """Apply pending SQL migrations to DATABASE_URL."""
-    from molecule.settings import get_settings
+    from config.settings import get_settings
     from store.migrate import apply_migrations
 
     _logging()

@@ -31,17 +31,9 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from molecule.embedded import (
-    EmbeddedPostgres,
-    TemporalDevServer,
-    ensure_database,
-    mask_dsn,
-    port_in_use,
-    process_alive,
-    spawn,
-    stop_process_groups,
-    tail,
-)
+from molecule.postgres import EmbeddedPostgres, ensure_database, mask_dsn
+from molecule.processes import port_in_use, process_alive, spawn, stop_process_groups, tail
+from molecule.temporal_server import TemporalDevServer
 from store.migrate import apply_migrations
 
 EMBEDDED_DATABASE = "molecule"

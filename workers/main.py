@@ -21,8 +21,8 @@ from temporalio.worker import Worker
 from activities.reconcile import ReconcileActivities, Reconciler
 from activities.workspace import WorkspaceActivities
 from backends.registry import Backends
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from store.db import create_pool
 from store.migrate import apply_migrations
 from workflows.reconcile import RECONCILE_WORKFLOW, ReconcileWorkflow, schedule_id

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import PlatformDep
 from api.errors import ApiError
-from molecule import __version__
-from molecule.settings import REPO_ROOT
+from config.settings import REPO_ROOT
+from config.version import __version__
 
 router = APIRouter(tags=["system"])
 _CHECK_TIMEOUT = 3.0

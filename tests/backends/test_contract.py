@@ -21,8 +21,8 @@ from backends.docker import DockerOptions, DockerProvisioner
 from backends.ec2 import Ec2Options, Ec2Provisioner
 from backends.process import ProcessProvisioner
 from backends.registry import Backends
+from config.settings import Settings
 from domain.templates import Template
-from molecule.settings import Settings
 
 AMI = "ami-12c6146b"  # one of moto's built-in images
 

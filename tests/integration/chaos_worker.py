@@ -11,7 +11,7 @@ from typing import Any
 
 from backends.base import BackendError, Provisioner
 from backends.registry import Backends
-from molecule.settings import Settings
+from config.settings import Settings
 from workers.main import run_worker
 
 log = logging.getLogger("molecule.chaos")

@@ -24,7 +24,9 @@ import pytest_asyncio
 from backends.base import Provisioner
 from backends.docker import DockerOptions, DockerProvisioner
 from backends.process import ProcessProvisioner
-from molecule.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, tail
+from molecule.postgres import EmbeddedPostgres, ensure_database
+from molecule.processes import free_port, tail
+from molecule.temporal_server import TemporalDevServer
 from store.migrate import apply_migrations
 from tests.conftest import require
 

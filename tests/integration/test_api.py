@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from api.app import create_app
+from config.settings import Settings
 from domain.status import WorkspaceStatus
-from molecule.embedded import free_port
-from molecule.settings import Settings
+from molecule.processes import free_port
 from tests.integration.api import bearer, create
 from tests.integration.sse import EventStream
 

@@ -19,8 +19,8 @@ from temporalio.client import Client
 from activities.workspace import WorkspaceActivities
 from backends.ec2 import Ec2Provisioner
 from backends.registry import Backends
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from store.db import create_pool
 from tests.integration.api import bearer, create
 from tests.integration.conftest import Stack

@@ -15,9 +15,9 @@ import yaml
 from activities.rescue import capture_rescue_bundle
 from backends.process import ProcessProvisioner
 from backends.registry import Backends
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from domain.models import RescueRequest
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
 from store import rescue as rescue_store
 from store.db import create_pool
 from tests.integration.api import bearer, create

@@ -21,14 +21,9 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from domain.search_attributes import SEARCH_ATTRIBUTE_TYPES
-from molecule.embedded import (
-    EmbeddedPostgres,
-    free_port,
-    postgres_bin_dir,
-    process_alive,
-    stop_process_group,
-    temporal_binary,
-)
+from molecule.postgres import EmbeddedPostgres, postgres_bin_dir
+from molecule.processes import free_port, process_alive, stop_process_group
+from molecule.temporal_server import temporal_binary
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration

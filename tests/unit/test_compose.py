@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from config.settings import Settings
 from domain.images import is_moving
 from domain.search_attributes import SEARCH_ATTRIBUTE_TYPES
-from molecule.settings import Settings
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]

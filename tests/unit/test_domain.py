@@ -5,12 +5,12 @@ from typing import Any
 
 import pytest
 
+from config.settings import Settings
 from domain.runtimes import normalize_runtime
 from domain.status import WorkspaceStatus
 from domain.templates import Template, missing_required_env
 from domain.timeouts import manifest_timeout, resolve_provision_timeout
 from domain.transitions import heartbeat_is_news, on_heartbeat, on_register
-from molecule.settings import Settings
 
 
 @pytest.mark.parametrize(

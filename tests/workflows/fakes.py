@@ -12,6 +12,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.workspace import WORKSPACE_NOT_FOUND, plan_provision
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from domain.models import (
     EventRecord,
     IdleReport,
@@ -27,8 +29,6 @@ from domain.models import (
     TeardownRecord,
     VolumesRequest,
 )
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
 
 
 class FakeActivities:

@@ -17,9 +17,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from config.settings import Settings
+from config.templates import TemplateCatalog
 from domain.models import WorkspaceInput, WorkspaceState, workflow_id_for
-from molecule.settings import Settings
-from molecule.templates import TemplateCatalog
 from tests.workflows.fakes import FakeActivities
 from workers.main import WORKFLOWS
 from workflows.workspace import WorkspaceWorkflow
