@@ -11,40 +11,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from backends.base import BackendError, ManagedInstance, Provisioner
 from backends.registry import Backends
+from domain import contract
+from domain.contract import implements
 from domain.events import EventType
-from domain.models import workflow_id_for
+from domain.models import ReconcileReport, workflow_id_for
 from domain.status import WorkspaceStatus
 from store import events as event_store
+from store.reconcile import OwnerRow, owner_rows
 
 log = logging.getLogger("molecule.reconcile")
-
-
-@dataclass
-class ReconcileReport:
-    examined: int = 0
-    reaped: list[str] = field(default_factory=list)  # "<backend>:<instance id>"
-    volumes_removed: list[str] = field(default_factory=list)  # workspace ids
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
-    errors: list[str] = field(default_factory=list)
-
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-@dataclass(frozen=True)
-class _Row:
-    status: str
-    instance_id: str | None
 
 
 def is_strict_uuid(value: str) -> bool:
@@ -76,7 +59,7 @@ class Reconciler:
             raise
         return description.status == WorkflowExecutionStatus.RUNNING
 
-    async def _verdict(self, workspace_id: str, rows: dict[str, _Row]) -> str | None:
+    async def _verdict(self, workspace_id: str, rows: dict[str, OwnerRow]) -> str | None:
         """None to reap, else why not."""
         if not is_strict_uuid(workspace_id):
             return "not a strict UUID"
@@ -89,7 +72,7 @@ class Reconciler:
             return "workflow still running"
         return None
 
-    def _is_stray(self, instance: ManagedInstance, row: _Row | None, now: datetime) -> bool:
+    def _is_stray(self, instance: ManagedInstance, row: OwnerRow | None, now: datetime) -> bool:
         return (
             row is not None
             and row.status != WorkspaceStatus.REMOVED
@@ -99,14 +82,8 @@ class Reconciler:
             and now - instance.launched_at > self.stray_after
         )
 
-    async def _rows(self, workspace_ids: set[str]) -> dict[str, _Row]:
-        ids = [w for w in workspace_ids if is_strict_uuid(w)]
-        rows = await self.pool.fetch(
-            """SELECT id::text AS id, status::text AS status, instance_id
-               FROM workspaces WHERE id = ANY($1::uuid[])""",
-            ids,
-        )
-        return {r["id"]: _Row(r["status"], r["instance_id"]) for r in rows}
+    async def _rows(self, workspace_ids: set[str]) -> dict[str, OwnerRow]:
+        return await owner_rows(self.pool, [w for w in workspace_ids if is_strict_uuid(w)])
 
     async def run(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -125,10 +102,7 @@ class Reconciler:
 
     async def _reconcile_backend(self, name: str, backend: Provisioner, report: ReconcileReport) -> None:
         instances = await backend.list_managed()
-        volumes: list[str] = []
-        list_volumes = getattr(backend, "list_managed_volume_owners", None)
-        if list_volumes is not None:
-            volumes = await list_volumes()
+        volumes = await backend.list_volume_owners()
         rows = await self._rows({i.workspace_id for i in instances} | set(volumes))
         verdicts: dict[str, str | None] = {}  # one look (and one workflow describe) per workspace
 
@@ -183,6 +157,6 @@ class ReconcileActivities:
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
 
-    @activity.defn(name="reconcile")
+    @implements(contract.reconcile)
     async def reconcile(self) -> ReconcileReport:
         return await self.reconciler.run()

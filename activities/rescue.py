@@ -61,6 +61,8 @@ async def capture_rescue_bundle(
     sections["env"] = "".join(f"{name}={MASK}\n" for name in env_names)
     if req.log_tail:
         sections["log_tail"] = req.log_tail
+    if req.detail:
+        sections["start_error"] = req.detail
 
     redacted = redact_sections(sections, redactor)
     async with pool.acquire() as conn:

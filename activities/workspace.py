@@ -1,5 +1,8 @@
+"""The workspace workflow's side effects: store writes, backend calls, rescue bundles."""
+
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
@@ -8,14 +11,17 @@ from typing import Any
 
 import asyncpg
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.errors import backend_outcome, not_found, superseded
 from activities.rescue import capture_rescue_bundle, redactor_for
-from backends.base import BackendConfigError, BackendError, InstanceSpec
+from backends.base import BackendError, InstanceSpec, ManagedInstance, Provisioner
 from backends.registry import Backends
 from config.settings import Settings
 from config.templates import TemplateCatalog
+from domain import contract
+from domain.contract import implements
 from domain.events import EventType
+from domain.lifecycle import launch_superseded
 from domain.models import (
     EventRecord,
     IdleReport,
@@ -27,10 +33,12 @@ from domain.models import (
     StartRequest,
     StartResult,
     StatusChange,
+    StopReport,
     StopRequest,
     TeardownRecord,
     VolumesRequest,
 )
+from domain.redaction import Redactor
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
@@ -40,8 +48,8 @@ from store import workspaces as ws_store
 
 log = logging.getLogger("molecule.activities")
 
-WORKSPACE_NOT_FOUND = "WorkspaceNotFound"
-BACKEND_CONFIG_ERROR = "BackendConfigError"
+# A start heartbeats this often while its backend launches (its heartbeat timeout is larger).
+HEARTBEAT_EVERY = 2.0
 
 
 def plan_provision(
@@ -60,6 +68,22 @@ def plan_provision(
     )
 
 
+def _covered(instances: list[ManagedInstance], below_generation: int | None) -> list[ManagedInstance]:
+    if below_generation is None:
+        return instances
+    return [i for i in instances if i.generation is None or i.generation < below_generation]
+
+
+async def _heartbeating(task: asyncio.Future[Any]) -> Any:
+    """Await `task`, heartbeating meanwhile, so a killed worker is noticed within the heartbeat
+    timeout and a cancellation from the workflow reaches us."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
 class WorkspaceActivities:
     def __init__(
         self, pool: asyncpg.Pool, settings: Settings, backends: Backends, templates: TemplateCatalog
@@ -69,43 +93,59 @@ class WorkspaceActivities:
         self.backends = backends
         self.templates = templates
 
-    @activity.defn(name="prepare_provision")
+    @implements(contract.prepare_provision)
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
-        row = await ws_store.get_workspace(self.pool, req.workspace_id)
-        if row is None:
+        if not await ws_store.exists(self.pool, req.workspace_id):
             # The API inserts the row in the transaction that starts the workflow: it may not be
             # committed yet, or it was rolled back. The workflow waits on timers and asks again.
-            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
+            raise not_found(req.workspace_id)
         env = await ws_store.get_env(self.pool, req.workspace_id)
         return plan_provision(self.settings, self.templates, req, env)
 
-    @activity.defn(name="start_instance")
+    async def _fence(self, req: StartRequest) -> None:
+        fence = await ws_store.launch_fence(self.pool, req.workspace_id)
+        if fence is None:
+            raise not_found(req.workspace_id)
+        if launch_superseded(*fence, req.generation):
+            raise superseded(req.workspace_id, req.generation)
+
+    @implements(contract.start_instance)
     async def start_instance(self, req: StartRequest) -> StartResult:
-        deadline = datetime.fromtimestamp(req.deadline_at, UTC)
+        await self._fence(req)
         row = await ws_store.get_workspace(self.pool, req.workspace_id)
         if row is None:
-            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
+            raise not_found(req.workspace_id)
+        deadline = datetime.fromtimestamp(req.deadline_at, UTC)
         await ws_store.set_provisioning_facts(self.pool, req.workspace_id, deadline, req.timeout_secs)
-        try:
+        with backend_outcome("start", req.workspace_id):
             backend = self.backends.get(req.backend)
-            async with self.pool.acquire() as conn:
-                token = await tokens.replace_instance_token(conn, req.workspace_id)
-            spec = InstanceSpec(
-                workspace_id=req.workspace_id,
-                runtime=req.runtime,
-                generation=req.generation,
-                template=self.templates.for_workspace(req.template, req.runtime),
-                env=await ws_store.get_env(self.pool, req.workspace_id),
-                token=token,
-                platform_url=self.settings.platform_url,
-                tier=row["tier"],
-                model=row["model"],
-            )
-            instance_id = await backend.start(spec)
-        except BackendConfigError as exc:
-            raise ApplicationError(str(exc), type=BACKEND_CONFIG_ERROR, non_retryable=True) from exc
-        except BackendError as exc:
-            raise ApplicationError(str(exc), type="BackendError") from exc
+        async with self.pool.acquire() as conn:
+            token = await tokens.replace_instance_token(conn, req.workspace_id)
+        spec = InstanceSpec(
+            workspace_id=req.workspace_id,
+            runtime=req.runtime,
+            generation=req.generation,
+            template=self.templates.for_workspace(req.template, req.runtime),
+            env=await ws_store.get_env(self.pool, req.workspace_id),
+            token=token,
+            platform_url=self.settings.platform_url,
+            tier=row["tier"],
+            model=row["model"],
+        )
+        redactor = Redactor(spec.env.values(), [tokens.hash_token(token)])
+        with backend_outcome("start", req.workspace_id, redactor):
+            instance_id = await self._launch(backend, spec)
+        await self._hold_if_faulted(instance_id)
+        try:
+            # The workspace may have moved on while the launch ran (deleted, paused, restarted): then
+            # the launch must not outlive it. Whatever is launched after this check is found by the
+            # stop that follows the move, which lists the workspace's instances after it.
+            await self._fence(req)
+        except Exception:
+            if instance_id:
+                with backend_outcome("stop of a superseded launch", req.workspace_id):
+                    await backend.stop(instance_id)
+            raise
         await ws_store.set_instance(self.pool, req.workspace_id, instance_id)
         async with self.pool.acquire() as conn:
             await event_store.insert_event(
@@ -124,7 +164,51 @@ class WorkspaceActivities:
         log.info("workspace %s: started instance %s on %s", req.workspace_id, instance_id, req.backend)
         return StartResult(instance_id)
 
-    @activity.defn(name="record_status")
+    async def _launch(self, backend: Provisioner, spec: InstanceSpec) -> str | None:
+        launch = asyncio.ensure_future(backend.start(spec))
+        try:
+            instance_id: str | None = await _heartbeating(launch)
+            return instance_id
+        except asyncio.CancelledError:
+            # The workflow gave up on this start: let the launch finish, then stop what it made.
+            try:
+                made = await launch
+                if made:
+                    await backend.stop(made)
+            except Exception:
+                log.exception("workspace %s: could not stop a cancelled launch", spec.workspace_id)
+            raise
+
+    async def _hold_if_faulted(self, instance_id: str | None) -> None:
+        marker = self.settings.fault_hold_start
+        if marker is None or activity.info().attempt > 1:
+            return
+        marker.write_text(instance_id or "")
+        log.warning("MOLECULE_FAULT_HOLD_START: holding the start of %s", instance_id)
+        await _heartbeating(asyncio.get_running_loop().create_future())
+
+    @implements(contract.stop_instances)
+    async def stop_instances(self, req: StopRequest) -> StopReport:
+        """Stop every instance of the workspace the request covers (not only the recorded one: a
+        launch nobody recorded must not outlive it), then confirm none is left."""
+        with backend_outcome("stop", req.workspace_id):
+            backend = self.backends.get(req.backend)
+            found = _covered(await backend.list_managed(req.workspace_id), req.below_generation)
+            targets = {i.instance_id for i in found} | ({req.instance_id} if req.instance_id else set())
+            for instance_id in sorted(targets):
+                await backend.stop(instance_id)
+            left = _covered(await backend.list_managed(req.workspace_id), req.below_generation)
+            if left:
+                still = [i.instance_id for i in left]
+                raise BackendError(f"{len(still)} instance(s) still present after stop: {still}")
+        return StopReport(sorted(targets))
+
+    @implements(contract.remove_volumes)
+    async def remove_volumes(self, req: VolumesRequest) -> None:
+        with backend_outcome("volume removal", req.workspace_id):
+            await self.backends.get(req.backend).remove_volumes(req.workspace_id)
+
+    @implements(contract.record_status)
     async def record_status(self, change: StatusChange) -> bool:
         return await ws_store.apply_status_change(
             self.pool,
@@ -135,51 +219,35 @@ class WorkspaceActivities:
             change.key,
             change.last_sample_error,
             change.clear_sample_error,
+            seq=change.seq,
+            generation=change.generation,
         )
 
-    @activity.defn(name="check_liveness")
+    @implements(contract.check_liveness)
     async def check_liveness(self, req: LivenessRequest) -> LivenessReport:
         last = await ws_store.last_heartbeat_at(self.pool, req.workspace_id)
         report = LivenessReport(last.timestamp() if last else None)
         if req.check_instance and req.instance_id:
-            try:
+            with backend_outcome("liveness check", req.workspace_id):
                 report.instance_running = await self.backends.get(req.backend).is_running(req.instance_id)
-            except BackendConfigError as exc:
-                raise ApplicationError(str(exc), type=BACKEND_CONFIG_ERROR, non_retryable=True) from exc
         elif req.check_instance:
             report.instance_running = False
         return report
 
-    @activity.defn(name="stop_instance")
-    async def stop_instance(self, req: StopRequest) -> None:
-        try:
-            await self.backends.get(req.backend).stop(req.instance_id)
-        except BackendConfigError as exc:
-            raise ApplicationError(str(exc), type=BACKEND_CONFIG_ERROR, non_retryable=True) from exc
-        except BackendError as exc:
-            raise ApplicationError(str(exc), type="BackendError") from exc
-
-    @activity.defn(name="remove_volumes")
-    async def remove_volumes(self, req: VolumesRequest) -> None:
-        try:
-            await self.backends.get(req.backend).remove_volumes(req.workspace_id)
-        except BackendError as exc:
-            raise ApplicationError(str(exc), type="BackendError") from exc
-
-    @activity.defn(name="record_teardown")
+    @implements(contract.record_teardown)
     async def record_teardown(self, record: TeardownRecord) -> None:
         await ws_store.record_teardown(self.pool, record.workspace_id, asdict(record.teardown))
 
-    @activity.defn(name="check_idle")
+    @implements(contract.check_idle)
     async def check_idle(self, workspace_id: str) -> IdleReport:
         last_active, active_tasks = await ws_store.idleness(self.pool, workspace_id)
         return IdleReport(last_active.timestamp() if last_active else None, active_tasks)
 
-    @activity.defn(name="capture_rescue")
+    @implements(contract.capture_rescue)
     async def capture_rescue(self, req: RescueRequest) -> bool:
         return await capture_rescue_bundle(self.pool, self.backends, self.templates, req, redactor_for)
 
-    @activity.defn(name="record_event")
+    @implements(contract.record_event)
     async def record_event(self, record: EventRecord) -> None:
         async with self.pool.acquire() as conn:
             await event_store.insert_event(
@@ -190,12 +258,12 @@ class WorkspaceActivities:
         return [
             self.prepare_provision,
             self.start_instance,
-            self.record_status,
-            self.check_liveness,
-            self.stop_instance,
-            self.record_event,
+            self.stop_instances,
             self.remove_volumes,
+            self.record_status,
+            self.record_event,
             self.record_teardown,
+            self.check_liveness,
             self.check_idle,
             self.capture_rescue,
         ]

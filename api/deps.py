@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Header, Request
-from temporalio.client import Client
 
 from api.errors import ApiError
+from api.gateway import WorkflowGateway
 from api.platform import Platform
 from config.settings import Settings
 from store import tokens
@@ -42,11 +42,11 @@ async def get_pool(platform: PlatformDep) -> asyncpg.Pool:
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 
 
-async def get_temporal(platform: PlatformDep) -> Client:
-    return await platform.temporal()
+async def get_gateway(platform: PlatformDep) -> WorkflowGateway:
+    return platform.gateway
 
 
-TemporalDep = Annotated[Client, Depends(get_temporal)]
+GatewayDep = Annotated[WorkflowGateway, Depends(get_gateway)]
 
 
 def bearer(authorization: str | None) -> str | None:

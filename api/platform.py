@@ -11,6 +11,7 @@ from temporalio.client import Client
 from api.beat_writer import BeatWriter
 from api.errors import OrchestratorUnavailable, PlatformUnavailable
 from api.event_hub import EventHub
+from api.gateway import WorkflowGateway
 from api.news_gate import NewsGate
 from api.secret_cache import InboundSecretCache
 from config.settings import Settings
@@ -32,6 +33,9 @@ class Platform:
         self._client: Client | None = None
         self._lock = asyncio.Lock()
         self.beats = BeatWriter(self.pool)
+        self.gateway = WorkflowGateway(
+            self.temporal, settings.task_queue, settings.update_reply_timeout_seconds
+        )
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is not None:

@@ -19,6 +19,10 @@ class BackendNotConfigured(BackendConfigError):
     pass
 
 
+class ForeignResourceError(BackendError):
+    """The resource exists but belongs to another platform: never touched, and retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     workspace_id: str
@@ -63,6 +67,14 @@ class ManagedInstance:
     instance_id: str
     workspace_id: str
     launched_at: datetime | None = None  # None: unknown, so never judged by its age
+    generation: int | None = None  # None: unknown (treated as older than any generation)
+
+
+def parse_generation(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -79,8 +91,9 @@ class Provisioner(Protocol):
     async def start(self, spec: InstanceSpec) -> str | None:
         """Start the instance; return its id (None when there is no instance, e.g. external).
 
-        One instance per workspace: a start that finds an earlier instance of the same workspace
-        (an activity retry after a worker died mid-start) replaces it rather than adding a second."""
+        One instance per workspace: a start replaces every instance the backend holds for the
+        workspace (an activity retry after a worker died mid-start, whose launch nobody recorded)
+        rather than adding a second."""
 
     async def stop(self, instance_id: str) -> None:
         """Stop it for good. Already gone is success; any doubt raises."""
@@ -89,10 +102,15 @@ class Provisioner(Protocol):
         """True/False when known; raises on a transient error rather than guessing."""
 
     async def remove_volumes(self, workspace_id: str) -> None:
-        """Delete the workspace's persistent data. Only called after a confirmed stop."""
+        """Delete the workspace's persistent data. Only called after a confirmed stop.
+        ForeignResourceError when a volume of that name belongs to another platform."""
 
     async def rescue_material(self, workspace_id: str, instance_id: str | None) -> RescueMaterial:
         """Evidence for a failed boot (logs tail, state). Unredacted: the caller redacts."""
 
-    async def list_managed(self) -> list[ManagedInstance]:
-        """Instances this platform started that still exist (for reconcile)."""
+    async def list_managed(self, workspace_id: str | None = None) -> list[ManagedInstance]:
+        """Instances this platform started that still exist, all of them (reconcile) or one
+        workspace's (every stop confirms against it)."""
+
+    async def list_volume_owners(self) -> list[str]:
+        """Workspace ids that still have persistent data here (for reconcile)."""

@@ -22,10 +22,12 @@ from docker.models.containers import Container
 from backends.base import (
     BackendConfigError,
     BackendError,
+    ForeignResourceError,
     InstanceSpec,
     ManagedInstance,
     RescueMaterial,
     agent_environment,
+    parse_generation,
 )
 from domain.images import is_moving
 from domain.tiers import TierLimits, tier_limits
@@ -271,7 +273,7 @@ class DockerProvisioner:
                 except NotFound:
                     continue
                 if not self._owned(volume.attrs.get("Labels")):
-                    raise BackendConfigError(f"volume {name} is not managed by this platform")
+                    raise ForeignResourceError(f"volume {name} is not managed by this platform")
                 try:
                     volume.remove()
                 except NotFound:
@@ -302,31 +304,33 @@ class DockerProvisioner:
 
         return await self._run(collect)
 
-    async def list_managed(self) -> list[ManagedInstance]:
+    def _owned_filter(self, workspace_id: str | None = None) -> dict[str, list[str]]:
+        labels = [f"{LABEL_MANAGED}=true", f"{LABEL_PLATFORM}={self.platform_id}"]
+        if workspace_id:
+            labels.append(f"{LABEL_WORKSPACE}={workspace_id}")
+        return {"label": labels}
+
+    async def list_managed(self, workspace_id: str | None = None) -> list[ManagedInstance]:
         def listing() -> list[ManagedInstance]:
             # One call: the high-level list inspects each container afterwards, and one removed in
             # between would fail the whole listing.
-            containers = self.client().api.containers(
-                all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PLATFORM}={self.platform_id}"]}
-            )
+            containers = self.client().api.containers(all=True, filters=self._owned_filter(workspace_id))
             return [
                 ManagedInstance(
                     str(c["Id"]),
                     (c.get("Labels") or {}).get(LABEL_WORKSPACE, ""),
                     datetime.fromtimestamp(c["Created"], UTC) if c.get("Created") else None,
+                    parse_generation((c.get("Labels") or {}).get(LABEL_GENERATION)),
                 )
                 for c in containers
             ]
 
         return await self._run(listing)
 
-    async def list_managed_volume_owners(self) -> list[str]:
-        """Workspace ids that still have volumes here (for reconcile)."""
+    async def list_volume_owners(self) -> list[str]:
 
         def listing() -> list[str]:
-            volumes = self.client().volumes.list(
-                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PLATFORM}={self.platform_id}"]}
-            )
+            volumes = self.client().volumes.list(filters=self._owned_filter())
             return sorted({(v.attrs.get("Labels") or {}).get(LABEL_WORKSPACE, "") for v in volumes})
 
         return await self._run(listing)

@@ -23,6 +23,7 @@ from backends.base import (
     ManagedInstance,
     RescueMaterial,
     agent_environment,
+    parse_generation,
 )
 
 T = TypeVar("T")
@@ -223,16 +224,22 @@ class Ec2Provisioner:
 
         return await self._run(collect)
 
-    async def list_managed(self) -> list[ManagedInstance]:
+    async def list_managed(self, workspace_id: str | None = None) -> list[ManagedInstance]:
         def listing() -> list[ManagedInstance]:
             found = []
-            for instance in self._instances(self._filters()):
+            for instance in self._instances(self._filters(workspace_id)):
                 tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
                 found.append(
                     ManagedInstance(
-                        str(instance["InstanceId"]), tags.get(TAG_WORKSPACE, ""), instance.get("LaunchTime")
+                        str(instance["InstanceId"]),
+                        tags.get(TAG_WORKSPACE, ""),
+                        instance.get("LaunchTime"),
+                        parse_generation(tags.get(TAG_GENERATION)),
                     )
                 )
             return found
 
         return await self._run(listing)
+
+    async def list_volume_owners(self) -> list[str]:
+        return []  # root volumes go with their instance (DeleteOnTermination)

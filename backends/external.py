@@ -23,5 +23,8 @@ class ExternalProvisioner:
     async def rescue_material(self, workspace_id: str, instance_id: str | None) -> RescueMaterial:
         return RescueMaterial({"note": "external agent: no instance is managed by the platform"})
 
-    async def list_managed(self) -> list[ManagedInstance]:
+    async def list_managed(self, workspace_id: str | None = None) -> list[ManagedInstance]:
+        return []
+
+    async def list_volume_owners(self) -> list[str]:
         return []

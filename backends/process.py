@@ -22,6 +22,7 @@ from backends.base import (
     ManagedInstance,
     RescueMaterial,
     agent_environment,
+    parse_generation,
 )
 
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
@@ -85,10 +86,12 @@ class ProcessProvisioner:
         argv = [sys.executable if part == "{python}" else part for part in spec.template.command]
         workdir = self.workspace_dir(spec.workspace_id)
         (workdir / "configs").mkdir(parents=True, exist_ok=True)
-        # One instance per workspace: a retried or repeated start replaces the previous one.
-        previous = self._recorded_instance(spec.workspace_id)
-        if previous is not None:
-            await self.stop(previous)
+        # One instance per workspace: a retried or repeated start replaces every earlier one,
+        # including a launch whose start was killed before it could record it.
+        previous = {i.instance_id for i in await self.list_managed(spec.workspace_id)}
+        recorded = self._recorded_instance(spec.workspace_id)
+        for instance_id in sorted(previous | ({recorded} if recorded else set())):
+            await self.stop(instance_id)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -172,16 +175,16 @@ class ProcessProvisioner:
             sections["state"] = "running" if leader else "exited"
         return RescueMaterial(sections)
 
-    async def list_managed_volume_owners(self) -> list[str]:
+    async def list_volume_owners(self) -> list[str]:
         """Workspace ids that still have a data directory here (for reconcile)."""
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
-    async def list_managed(self) -> list[ManagedInstance]:
-        return await asyncio.to_thread(self._list_managed_sync)
+    async def list_managed(self, workspace_id: str | None = None) -> list[ManagedInstance]:
+        return await asyncio.to_thread(self._list_managed_sync, workspace_id)
 
-    def _list_managed_sync(self) -> list[ManagedInstance]:
+    def _list_managed_sync(self, workspace_id: str | None) -> list[ManagedInstance]:
         found = []
         for proc in psutil.process_iter(["pid", "create_time"]):
             try:
@@ -193,8 +196,16 @@ class ProcessProvisioner:
             if (
                 env.get("MOLECULE_MANAGED") == "1"
                 and env.get("MOLECULE_PLATFORM_INSTANCE") == self.platform_id
+                and (workspace_id is None or env.get("WORKSPACE_ID") == workspace_id)
             ):
                 instance_id = format_instance_id(proc.pid, proc.info["create_time"])
                 launched = datetime.fromtimestamp(proc.info["create_time"], UTC)
-                found.append(ManagedInstance(instance_id, env.get("WORKSPACE_ID", ""), launched))
+                found.append(
+                    ManagedInstance(
+                        instance_id,
+                        env.get("WORKSPACE_ID", ""),
+                        launched,
+                        parse_generation(env.get("MOLECULE_GENERATION")),
+                    )
+                )
         return found

@@ -18,7 +18,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import httpx
 import psutil
 
 from bench.common import REPO, BenchStack, bench_stack, percentile, wait_healthy
+from bench.steady_history import simulated_hour_history
+from domain.contract import Signal
 from domain.models import HeartbeatSignal, workflow_id_for
 from molecule.processes import free_port
 
@@ -110,7 +111,7 @@ async def raw_signals(stack: BenchStack, ids: list[str], concurrency: int, durat
         i = start
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            await handles[i % len(handles)].signal("heartbeat", HeartbeatSignal())
+            await handles[i % len(handles)].signal(Signal.HEARTBEAT, HeartbeatSignal())
             latencies.append(time.perf_counter() - began)
             i += concurrency
 
@@ -123,35 +124,6 @@ async def raw_signals(stack: BenchStack, ids: list[str], concurrency: int, durat
         "p50_ms": round(percentile(latencies, 50) * 1000, 2),
         "p99_ms": round(percentile(latencies, 99) * 1000, 2),
     }
-
-
-async def simulated_hour_history() -> int:
-    """History events one steadily beating workspace adds in a simulated hour (time-skipping server)."""
-    sys.path.insert(0, str(REPO))
-    from temporalio.testing import WorkflowEnvironment
-
-    from config.settings import Settings
-    from domain.models import RegisterSignal
-    from molecule.temporal_server import ensure_search_attributes
-    from tests.workflows.harness import make_catalog, manifest, provisioning
-    from workflows.workspace import WorkspaceWorkflow
-
-    server = Path(sys.executable).parent / "temporal-test-server"
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(server))
-    try:
-        await ensure_search_attributes(env.client)
-        catalog = make_catalog(Path(tempfile.mkdtemp()), {"claude-code": manifest("claude-code")})
-        async with provisioning(env, "claude-code", Settings(), catalog, backend="external") as run:
-            run.fake.beating = True
-            await run.handle.signal(WorkspaceWorkflow.register, RegisterSignal("http://a", {}))
-            await run.fake.wait_for_status("online")
-            handle = env.client.get_workflow_handle(run.handle.id)
-            before = len((await handle.fetch_history()).events)
-            await env.sleep(3600)
-            await run.state()
-            return len((await handle.fetch_history()).events) - before
-    finally:
-        await env.shutdown()
 
 
 def row(name: str, result: dict) -> str:

@@ -77,8 +77,10 @@ class Settings(BaseSettings):
     provision_timeout_seconds: PositiveInt | None = None
     # A failed workspace keeps its instance and volumes this long for debugging, then is reaped.
     rescue_grace_seconds: PositiveInt = 86400
-    # How often the reconcile schedule looks for leaked instances (the last line of defence).
-    reconcile_interval_seconds: PositiveInt = 600
+    # How often the reconcile schedule looks for leaked instances (the last line of defence; the
+    # sweeper it replaces ran every 60 s). It also runs once whenever a worker starts.
+    reconcile_interval_seconds: PositiveInt = 60
+    reconcile_enabled: bool = True
     # An instance of a live workspace that is not its current instance (a launch that finished after
     # its attempt was retried) is reaped once it is this old, far longer than any start takes.
     reconcile_stray_after_seconds: PositiveInt = 900
@@ -87,6 +89,9 @@ class Settings(BaseSettings):
     # workflow to answer before the API replies 503 orchestrator_timeout.
     update_reply_timeout_seconds: PositiveInt = 30
     continue_as_new_after_events: PositiveInt = 2000
+    # Test-only fault: a start writes this file once its instance exists, then holds (heartbeating)
+    # before it records or returns anything, so a test can kill the worker at the worst moment.
+    fault_hold_start: Path | None = Field(default=None, validation_alias="MOLECULE_FAULT_HOLD_START")
     max_body_bytes: PositiveInt = 1024 * 1024
 
     @field_validator("*", mode="wrap")

@@ -1,7 +1,11 @@
 """Workflow inputs, state and activity payloads (dataclasses, so Temporal serialises them)."""
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from domain.lifecycle import Timer
+from domain.status import WorkspaceStatus
 
 WORKFLOW_ID_PREFIX = "workspace-"
 
@@ -26,22 +30,25 @@ class TeardownState:
 class WorkspaceState:
     """Everything a WorkspaceWorkflow run needs to carry across continue-as-new."""
 
-    status: str
-    deadline_at: float | None = None  # epoch seconds, absolute so continue-as-new keeps it
+    status: WorkspaceStatus
+    # Timer -> when it fires (epoch seconds, absolute so continue-as-new keeps them). Only timers the
+    # status arms (domain.lifecycle.ARMED) are ever present.
+    due: dict[str, float] = field(default_factory=dict)
     timeout_secs: int | None = None
     provisioned: bool = False  # preflight + start done for the current generation
     generation: int = 0
     instance_id: str | None = None
     status_mgmt: bool = False
-    transition_seq: int = 0
+    transition_seq: int = 0  # every status write and event carries the next one; the row keeps the last
     stale_after_secs: int = 180
     last_beat_at: float | None = None  # last agent news the workflow saw (epoch seconds)
-    liveness_due_at: float | None = None  # when the liveness timer fires next
     rescue_grace_secs: int = 86400
-    rescue_until: float | None = None  # a failed workspace's instance is reaped at this time
-    idle_due_at: float | None = None  # when to check for automatic hibernation
     restart_pending: bool = False  # a restart is queued or running: another one is coalesced
     teardown: TeardownState | None = None  # set once the workspace is deleted
+
+    @property
+    def deadline_at(self) -> float | None:
+        return self.due.get(Timer.DEADLINE.value)
 
 
 @dataclass
@@ -53,6 +60,8 @@ class WorkspaceInput:
     continue_as_new_after_events: int = 2000
     hibernation_idle_minutes: int = 0  # > 0: hibernate after this long without activity
     state: WorkspaceState | None = None
+    # The row's created_at (epoch seconds): the first deadline counts from the operator's create.
+    created_at: float | None = None
 
 
 @dataclass
@@ -105,7 +114,13 @@ class LivenessReport:
 class StopRequest:
     workspace_id: str
     backend: str
-    instance_id: str
+    instance_id: str | None  # the one the workflow recorded; every other one of the workspace goes too
+    below_generation: int | None = None  # spare instances of this generation and newer (None: all)
+
+
+@dataclass
+class StopReport:
+    stopped: list[str] = field(default_factory=list)  # instance ids stopped (or found gone)
 
 
 @dataclass
@@ -132,8 +147,11 @@ class StatusChange:
     payload: dict[str, Any]
     # Idempotency key: the same transition replayed by an activity retry writes one event.
     key: str
+    # The workflow's transition sequence: the store refuses a write not newer than the row's.
+    seq: int = 0
     last_sample_error: str | None = None
     clear_sample_error: bool = False
+    generation: int | None = None  # set on a restart: a launch of an older generation stops itself
 
 
 @dataclass
@@ -153,18 +171,57 @@ class BootstrapFailedSignal:
     log_tail: str = ""
 
 
+class CommandKind(StrEnum):
+    RESTART = "restart"
+    RESUME = "resume"
+    PAUSE = "pause"
+    HIBERNATE = "hibernate"
+
+
 @dataclass
 class Command:
     """An operator action accepted by an update handler, carried out by the main loop."""
 
-    kind: str  # restart | pause | resume | hibernate
+    kind: CommandKind
     reason: str = ""
+    requested_at: float | None = None  # epoch seconds: a restart's deadline counts from here
 
 
 @dataclass
 class DeleteRequest:
     cascade_deleted: int = 0  # descendants removed along with this workspace
     cascade_of: str | None = None  # set on descendants: the workspace whose delete reached them
+
+
+@dataclass
+class PauseRequest:
+    cascade_of: str | None = None  # set on descendants: the workspace whose pause reached them
+
+
+class CascadeKind(StrEnum):
+    DELETE = "delete"
+    PAUSE = "pause"
+
+
+@dataclass
+class CascadeRequest:
+    kind: CascadeKind
+    root_id: str
+    descendants: int = 0  # how many the operator confirmed (reported on the root's event)
+
+
+@dataclass
+class CascadeTarget:
+    kind: CascadeKind
+    workspace_id: str
+    root_id: str
+    descendants: int = 0  # the root only: its DeleteRequest.cascade_deleted
+
+
+@dataclass
+class CascadeReport:
+    root: str = ""  # delete: the root's teardown (pending | complete); pause: its status
+    reached: dict[str, str] = field(default_factory=dict)  # descendant id -> the same
 
 
 @dataclass
@@ -194,24 +251,38 @@ class RescueRequest:
     runtime: str
     template: str | None
     generation: int
-    reason: str  # provision_timeout | bootstrap_watcher
+    reason: str  # provision_timeout | bootstrap_watcher | start_failed
     log_tail: str = ""
+    detail: str = ""  # start_failed: the backend's own (redacted) words, kept out of events
 
 
 @dataclass
 class ReapRequest:
     workspace_id: str
     backend: str
-    instance_id: str
+    instance_id: str | None
     parent_workflow_id: str
+    below_generation: int | None = None  # instances of this generation and newer are not the reaper's
 
 
 @dataclass
 class InstanceReaped:
-    instance_id: str
+    instance_id: str | None
 
 
 @dataclass
 class IdleReport:
     last_active_at: float | None  # epoch seconds
     active_tasks: int = 0
+
+
+@dataclass
+class ReconcileReport:
+    examined: int = 0
+    reaped: list[str] = field(default_factory=list)  # "<backend>:<instance id>"
+    volumes_removed: list[str] = field(default_factory=list)  # workspace ids
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    errors: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1

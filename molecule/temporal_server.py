@@ -180,6 +180,13 @@ class TemporalDevServer:
             f"(last error: {last_error}; log: {self.log_path}):\n{tail(self.log_path, 20)}"
         )
 
+    def kill(self) -> None:
+        """SIGKILL the server (for crash tests); `start()` brings it back on the same port and file."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds."""
         if self.process is None:

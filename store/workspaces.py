@@ -38,11 +38,20 @@ class NewWorkspace:
     hibernation_idle_minutes: int = 0
 
 
-async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict[str, str]) -> None:
-    await conn.execute(
+async def lock_live_parent(conn: asyncpg.Connection, parent_id: str) -> bool:
+    """Inside the create's transaction: whether the parent exists and is not removed, holding it so a
+    delete cannot remove it before the child commits (then the delete's cascade sees the child)."""
+    status = await conn.fetchval("SELECT status::text FROM workspaces WHERE id = $1 FOR SHARE", parent_id)
+    return status is not None and status != WorkspaceStatus.REMOVED
+
+
+async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict[str, str]) -> datetime:
+    """Insert the row (and its env); its created_at."""
+    created_at: datetime = await conn.fetchval(
         """INSERT INTO workspaces (id, name, runtime, backend, status, template, model, role, tier,
                                    parent_id, max_concurrent_tasks, budget_limit, hibernation_idle_minutes)
-           VALUES ($1, $2, $3, $4, $5::workspace_status, $6, $7, $8, $9, $10, $11, $12, $13)""",
+           VALUES ($1, $2, $3, $4, $5::workspace_status, $6, $7, $8, $9, $10, $11, $12, $13)
+           RETURNING created_at""",
         ws.id,
         ws.name,
         ws.runtime,
@@ -62,6 +71,7 @@ async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict
             "INSERT INTO workspace_env (workspace_id, name, value) VALUES ($1, $2, $3)",
             [(ws.id, k, v) for k, v in env.items()],
         )
+    return created_at
 
 
 async def get_workspace(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> dict[str, Any] | None:
@@ -127,14 +137,23 @@ async def apply_status_change(
     dedupe_key: str,
     last_sample_error: str | None,
     clear_sample_error: bool,
+    *,
+    seq: int | None = None,
+    generation: int | None = None,
 ) -> bool:
     """Row and event in one transaction, NOTIFY on commit. False when this change was already applied,
-    or when it would move a removed workspace: removed is final, whatever arrives late."""
+    when it is not newer than the row's last write (`seq`: the workflow's transition sequence; None
+    only for a removal the API applies for a workflow that is gone), or when it would move a removed
+    workspace: removed is final, whatever arrives late."""
     async with pool.acquire() as conn, conn.transaction():
-        current = await conn.fetchval(
-            "SELECT status::text FROM workspaces WHERE id = $1 FOR UPDATE", workspace_id
+        current = await conn.fetchrow(
+            "SELECT status::text AS status, status_seq FROM workspaces WHERE id = $1 FOR UPDATE", workspace_id
         )
-        if current == WorkspaceStatus.REMOVED and status != WorkspaceStatus.REMOVED:
+        if current is None:
+            return False
+        if current["status"] == WorkspaceStatus.REMOVED:
+            return False  # removed is final (and removing it again changes nothing)
+        if seq is not None and seq <= current["status_seq"]:
             return False
         event = await event_store.insert_event(conn, event_type, workspace_id, payload, dedupe_key)
         if event is None:
@@ -147,6 +166,8 @@ async def apply_status_change(
                    removed_at = CASE WHEN $5 THEN COALESCE(removed_at, now()) ELSE removed_at END,
                    teardown = CASE WHEN $5 THEN COALESCE(teardown, '{"complete": false}'::jsonb)
                               ELSE teardown END,
+                   status_seq = COALESCE($6, status_seq),
+                   generation = GREATEST(generation, COALESCE($7, generation)),
                    updated_at = now()
                WHERE id = $1""",
             workspace_id,
@@ -154,6 +175,8 @@ async def apply_status_change(
             last_sample_error,
             clear_sample_error,
             removed,
+            seq,
+            generation,
         )
         if removed:
             await conn.execute(
@@ -162,6 +185,14 @@ async def apply_status_change(
                 workspace_id,
             )
         return True
+
+
+async def launch_fence(db: asyncpg.Pool, workspace_id: str) -> tuple[WorkspaceStatus, int] | None:
+    """(status, generation) a start checks before and after it launches; None when the row is gone."""
+    row = await db.fetchrow(
+        "SELECT status::text AS status, generation FROM workspaces WHERE id = $1", workspace_id
+    )
+    return (WorkspaceStatus(row["status"]), row["generation"]) if row else None
 
 
 async def record_teardown(pool: asyncpg.Pool, workspace_id: str, teardown: dict[str, Any]) -> None:

@@ -15,22 +15,28 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.worker import Worker
 
+from activities.cascade import CascadeActivities
 from activities.reconcile import ReconcileActivities, Reconciler
 from activities.workspace import WorkspaceActivities
 from backends.registry import Backends
 from config.settings import Settings
 from config.templates import TemplateCatalog
+from domain import contract
 from store.db import create_pool
 from store.migrate import apply_migrations
-from workflows.reconcile import RECONCILE_WORKFLOW, ReconcileWorkflow, schedule_id
-from workflows.workspace import ReaperWorkflow, WorkspaceWorkflow
+from workflows.cascade import CascadeWorkflow
+from workflows.reaper import ReaperWorkflow
+from workflows.reconcile import ReconcileWorkflow
+from workflows.workspace import WorkspaceWorkflow
 
 log = logging.getLogger("molecule.worker")
 
-WORKFLOWS = [WorkspaceWorkflow, ReaperWorkflow, ReconcileWorkflow]
+WORKFLOWS = [WorkspaceWorkflow, ReaperWorkflow, ReconcileWorkflow, CascadeWorkflow]
 
 
 def build_worker(client: Client, activities: WorkspaceActivities, task_queue: str) -> Worker:
@@ -44,25 +50,51 @@ def build_worker(client: Client, activities: WorkspaceActivities, task_queue: st
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*activities.all(), ReconcileActivities(reconciler).reconcile],
+        activities=[
+            *activities.all(),
+            *CascadeActivities(activities.pool, client).all(),
+            ReconcileActivities(reconciler).reconcile,
+        ],
+    )
+
+
+def _reconcile_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            contract.RECONCILE_WORKFLOW,
+            id=contract.reconcile_workflow_id(settings.task_queue),
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.reconcile_interval_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="Reaps managed instances that no workspace owns any more"),
     )
 
 
 async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
-    """Create the reconcile schedule once; an existing one (another worker made it) is kept."""
-    every = timedelta(seconds=settings.reconcile_interval_seconds)
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            RECONCILE_WORKFLOW, id=f"reconcile-{settings.task_queue}", task_queue=settings.task_queue
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note="Reaps managed instances that no workspace owns any more"),
-    )
+    """Create the reconcile schedule (or bring an existing one to the configured interval), then run
+    it once now: a worker that starts after a crash looks for what the crash left at once. With
+    RECONCILE_ENABLED=false an existing schedule is paused instead."""
+    schedule_id = contract.reconcile_schedule_id(settings.task_queue)
+    handle = client.get_schedule_handle(schedule_id)
+    if not settings.reconcile_enabled:
+        try:
+            await handle.pause(note="RECONCILE_ENABLED=false")
+        except Exception:  # noqa: S110 - none to pause
+            pass
+        return
+    schedule = _reconcile_schedule(settings)
     try:
-        await client.create_schedule(schedule_id(settings.task_queue), schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
-        pass
+
+        def refresh(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(refresh)
+    await handle.trigger()
 
 
 async def run_worker(settings: Settings, backends: Backends | None = None) -> None:
@@ -75,12 +107,12 @@ async def run_worker(settings: Settings, backends: Backends | None = None) -> No
         pool, settings, backends or Backends(settings), TemplateCatalog(settings.templates_dir)
     )
     worker = build_worker(client, activities, settings.task_queue)
-    await ensure_reconcile_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
     async with worker:
+        await ensure_reconcile_schedule(client, settings)
         await stop.wait()
     await pool.close()

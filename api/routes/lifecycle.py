@@ -1,51 +1,34 @@
 """Operator actions on a workspace: delete, restart, pause, resume, hibernate; rescue bundles; the boot
 watcher's verdict. Each action is a Temporal update (or signal) to the workspace's workflow, which
-stays the only writer of its status."""
+stays the only writer of its status; one reaching descendants is a cascade workflow."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Operator, PoolDep, SettingsDep, TemporalDep, existing_workspace_id, workspace_row
-from api.errors import ApiError, OrchestratorUnavailable, is_temporal_unavailable
+from api.deps import GatewayDep, Operator, PoolDep, existing_workspace_id, workspace_row
+from api.errors import ApiError
+from api.gateway import WorkflowGateway, WorkflowNotRunning, removed_error
 from api.schemas import ActionReply, BootstrapFailedBody, DeleteReply, RescueBundle
+from domain.contract import Signal, Update
 from domain.events import EventType
-from domain.models import ActionResult, BootstrapFailedSignal, DeleteRequest, workflow_id_for
+from domain.models import BootstrapFailedSignal, CascadeKind, CascadeRequest, DeleteRequest, PauseRequest
 from domain.status import WorkspaceStatus
 from domain.teardown import truncate_utf8
 from domain.transitions import RESUMABLE, can_hibernate
 from store import rescue as rescue_store
 from store import workspaces as ws_store
-from workflows.workspace import REJECT_EXTERNAL, REJECT_REMOVED, REJECT_STATE
 
 log = logging.getLogger("molecule.api")
 router = APIRouter(prefix="/workspaces", tags=["lifecycle"], dependencies=[Operator])
 admin_router = APIRouter(prefix="/admin/workspaces", tags=["admin"], dependencies=[Operator])
 
 EXTERNAL_NOOP = "external agent: restart it on your side"
-
-
-def removed_error(row: dict[str, Any]) -> ApiError:
-    removed_at = row.get("removed_at")
-    return ApiError(
-        410,
-        "workspace removed",
-        "workspace_removed",
-        id=row["id"],
-        removed_at=removed_at.isoformat() if removed_at else None,
-        hint="a removed workspace cannot come back: create a new one with POST /workspaces "
-        "(same name, runtime and template); ?include_removed=true shows this one's teardown",
-    )
 
 
 async def load(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any]:
@@ -56,124 +39,63 @@ async def load(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any]:
     return row
 
 
-@dataclass(frozen=True)
-class Updates:
-    """Sends operator actions to workspace workflows and waits a bounded time for their answer."""
-
-    client: Client
-    timeout: float
-
-    async def send(self, row: dict[str, Any], name: str, *args: Any) -> ActionResult:
-        handle = self.client.get_workflow_handle(workflow_id_for(row["id"]))
-        try:
-            result: ActionResult = await asyncio.wait_for(
-                handle.execute_update(name, args=list(args), result_type=ActionResult), self.timeout
-            )
-            return result
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            # No worker is running the workflow, or its store writes keep failing: say so instead of
-            # holding the caller (the SDK reports the cancelled wait as its own error). An update the
-            # workflow already accepted still completes later.
-            raise ApiError(
-                503,
-                f"workspace {row['id']}: its workflow did not answer the {name} within {self.timeout:g}s "
-                "(is a worker running, and can it reach PostgreSQL?); the action may still be applied, "
-                f"check GET /workspaces/{row['id']}",
-                "orchestrator_timeout",
-            ) from None
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            kind = cause.type if isinstance(cause, ApplicationError) else None
-            message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            if kind == REJECT_REMOVED:
-                raise removed_error(row) from None
-            if kind == REJECT_EXTERNAL:
-                raise ApiError(409, message, "external_runtime") from None
-            if kind == REJECT_STATE:
-                raise ApiError(409, message, "invalid_state", current_status=row["status"]) from None
-            raise
-        except RPCError as err:
-            if is_temporal_unavailable(err):
-                raise OrchestratorUnavailable() from None
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise ApiError(
-                    409, f"workspace {row['id']} has no running workflow", "workflow_not_running"
-                ) from None
-            raise
-
-
-async def get_updates(client: TemporalDep, settings: SettingsDep) -> Updates:
-    return Updates(client, settings.update_reply_timeout_seconds)
-
-
-UpdatesDep = Annotated[Updates, Depends(get_updates)]
+async def _live_below(pool: asyncpg.Pool, workspace_id: str, done: tuple[WorkspaceStatus, ...]) -> int:
+    return sum(1 for d in await ws_store.descendants(pool, workspace_id) if d["status"] not in done)
 
 
 # --- delete -----------------------------------------------------------------------------------
 
 
-async def _delete_one(pool: asyncpg.Pool, updates: Updates, row: dict[str, Any], req: DeleteRequest) -> str:
-    """Delete through the workflow; a workspace whose workflow is gone is marked removed here and
-    its instance left to the reconcile schedule (it reaps removed rows whose workflow is closed)."""
+async def _delete_alone(pool: asyncpg.Pool, gateway: WorkflowGateway, row: dict[str, Any]) -> str:
+    """Delete a workspace without descendants through its workflow; one whose workflow is gone is
+    marked removed here and its instance left to the reconcile schedule (it reaps removed rows whose
+    workflow is closed)."""
     try:
-        result = await updates.send(row, "delete", req)
+        result = await gateway.update(row, Update.DELETE, DeleteRequest())
         return result.teardown or "pending"
-    except ApiError as err:
-        if err.code != "workflow_not_running":
-            raise
-    payload = {"cascade_deleted": req.cascade_deleted, "workflow": "not running"}
+    except WorkflowNotRunning:
+        pass
     await ws_store.apply_status_change(
-        pool, row["id"], WorkspaceStatus.REMOVED, EventType.WORKSPACE_REMOVED, payload,
-        f"api-delete:{row['id']}", None, False,
+        pool, row["id"], WorkspaceStatus.REMOVED, EventType.WORKSPACE_REMOVED,
+        {"cascade_deleted": 0, "workflow": "not running"}, f"api-delete:{row['id']}", None, False,
     )  # fmt: skip
     log.warning("workspace %s: deleted without a running workflow; reconcile reaps its instance", row["id"])
     return "pending"
-
-
-async def _teardown_done(client: Client, workspace_ids: list[str]) -> None:
-    async def one(workspace_id: str) -> None:
-        try:
-            await client.get_workflow_handle(workflow_id_for(workspace_id)).result()
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-
-    await asyncio.gather(*(one(w) for w in workspace_ids))
 
 
 @router.delete("/{workspace_id}", status_code=202, response_model=DeleteReply)
 async def delete_workspace(
     workspace_id: str,
     pool: PoolDep,
-    updates: UpdatesDep,
+    gateway: GatewayDep,
     confirm: bool = False,
     wait: float = Query(default=0, ge=0, le=300, description="seconds to wait for teardown to complete"),
 ) -> Any:
-    row = await load(pool, workspace_id)
-    tree = [d for d in await ws_store.descendants(pool, row["id"]) if d["status"] != WorkspaceStatus.REMOVED]
-    if tree and not confirm:
+    row = await workspace_row(pool, workspace_id)
+    below = await _live_below(pool, row["id"], (WorkspaceStatus.REMOVED,))
+    if row["status"] == WorkspaceStatus.REMOVED and below == 0:
+        raise removed_error(row)
+    if below and not confirm and row["status"] != WorkspaceStatus.REMOVED:
         raise ApiError(
             409,
-            f"workspace {row['id']} has {len(tree)} descendant workspace(s); "
+            f"workspace {row['id']} has {below} descendant workspace(s); "
             "repeat with ?confirm=true to delete them all",
             "confirmation_required",
-            children=len(tree),
+            children=below,
         )
-    rows = [row] + [{"id": d["id"], "status": d["status"], "removed_at": None} for d in tree]
-    requests = [DeleteRequest(cascade_deleted=len(tree))] + [
-        DeleteRequest(cascade_of=row["id"]) for _ in tree
-    ]
-    states = await asyncio.gather(
-        *(_delete_one(pool, updates, r, q) for r, q in zip(rows, requests, strict=True))
-    )
+    if below:
+        # A cascade belongs to Temporal: it finishes whatever happens to this process, and a retried
+        # DELETE of a removed parent finishes any descendant it had not reached yet.
+        report = await gateway.cascade(CascadeRequest(CascadeKind.DELETE, row["id"], below))
+        states = [report.root, *report.reached.values()]
+        ids = [row["id"], *report.reached]
+    else:
+        states = [await _delete_alone(pool, gateway, row)]
+        ids = [row["id"]]
     teardown = "complete" if all(s == "complete" for s in states) else "pending"
-    if teardown == "pending" and wait > 0:
-        try:
-            await asyncio.wait_for(_teardown_done(updates.client, [r["id"] for r in rows]), wait)
-            teardown = "complete"
-        except TimeoutError:
-            pass
-    reply = DeleteReply(cascade_deleted=len(tree), teardown=teardown)  # type: ignore[arg-type]
+    if teardown == "pending" and wait > 0 and await gateway.wait_closed(ids, wait):
+        teardown = "complete"
+    reply = DeleteReply(cascade_deleted=below, teardown=teardown)  # type: ignore[arg-type]
     return JSONResponse(reply.model_dump(), status_code=200 if teardown == "complete" else 202)
 
 
@@ -181,39 +103,38 @@ async def delete_workspace(
 
 
 @router.post("/{workspace_id}/restart", status_code=202, response_model=ActionReply)
-async def restart_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> Any:
+async def restart_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> Any:
     row = await load(pool, workspace_id)
     if row["backend"] == "external":
         return JSONResponse({"status": "noop", "message": EXTERNAL_NOOP}, status_code=200)
-    result = await updates.send(row, "restart")
+    result = await gateway.update(row, Update.RESTART)
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
 @router.post("/{workspace_id}/pause", status_code=202, response_model=ActionReply)
-async def pause_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
+async def pause_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> ActionReply:
     row = await load(pool, workspace_id)
-    below = [
-        {"id": d["id"], "status": d["status"]}
-        for d in await ws_store.descendants(pool, row["id"])
-        if d["status"] not in (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED)
-    ]
-    results = await asyncio.gather(*(updates.send(r, "pause") for r in [row, *below]))
-    return ActionReply(status=results[0].status, cascade_paused=len(below))
+    below = await _live_below(pool, row["id"], (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED))
+    if below:
+        report = await gateway.cascade(CascadeRequest(CascadeKind.PAUSE, row["id"], below))
+        return ActionReply(status=report.root, cascade_paused=below)
+    result = await gateway.update(row, Update.PAUSE, PauseRequest())
+    return ActionReply(status=result.status, cascade_paused=0)
 
 
 @router.post("/{workspace_id}/resume", status_code=202, response_model=ActionReply)
-async def resume_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
+async def resume_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if row["status"] not in RESUMABLE:
         raise ApiError(
             409, f"only a paused or hibernated workspace resumes; it is {row['status']}", "invalid_state"
         )
-    result = await updates.send(row, "resume")
+    result = await gateway.update(row, Update.RESUME)
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
 @router.post("/{workspace_id}/hibernate", status_code=202, response_model=ActionReply)
-async def hibernate_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
+async def hibernate_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if not can_hibernate(row["status"], row["active_tasks"]):
         raise ApiError(
@@ -222,7 +143,7 @@ async def hibernate_workspace(workspace_id: str, pool: PoolDep, updates: Updates
             f"with {row['active_tasks']} active task(s)",
             "invalid_state",
         )
-    result = await updates.send(row, "hibernate")
+    result = await gateway.update(row, Update.HIBERNATE)
     return ActionReply(status=result.status)
 
 
@@ -242,7 +163,7 @@ async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
 
 @admin_router.post("/{workspace_id}/bootstrap-failed", status_code=202)
 async def bootstrap_failed(
-    workspace_id: str, body: BootstrapFailedBody, pool: PoolDep, client: TemporalDep
+    workspace_id: str, body: BootstrapFailedBody, pool: PoolDep, gateway: GatewayDep
 ) -> dict[str, Any]:
     row = await load(pool, workspace_id)
     if row["status"] != WorkspaceStatus.PROVISIONING:
@@ -251,12 +172,5 @@ async def bootstrap_failed(
             current_status=row["status"],
         )  # fmt: skip
     log_tail = truncate_utf8(body.log_tail)
-    try:
-        await client.get_workflow_handle(workflow_id_for(row["id"])).signal(
-            "bootstrap_failed", BootstrapFailedSignal(log_tail)
-        )
-    except RPCError as err:
-        if is_temporal_unavailable(err):
-            raise OrchestratorUnavailable() from None
-        raise
+    await gateway.signal(row["id"], Signal.BOOTSTRAP_FAILED, BootstrapFailedSignal(log_tail))
     return {"accepted": True, "log_tail_bytes": len(log_tail.encode())}

@@ -9,12 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from temporalio.client import Client
 
 from api.deps import (
+    GatewayDep,
     PlatformDep,
     PoolDep,
-    TemporalDep,
     WorkspaceCaller,
     bearer,
     check_owner,
@@ -23,7 +22,8 @@ from api.deps import (
 from api.errors import ApiError
 from api.platform import Platform
 from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered, RuntimeMetadata
-from domain.models import HeartbeatSignal, RegisterSignal, workflow_id_for
+from domain.contract import Signal
+from domain.models import HeartbeatSignal, RegisterSignal
 from domain.transitions import error_band, heartbeat_is_news
 from store import heartbeats
 from store import workspaces as ws_store
@@ -37,10 +37,6 @@ MAX_MONTHLY_SPEND = 10**12
 
 def _gone(workspace_id: str) -> ApiError:
     return ApiError(410, f"workspace {workspace_id} was removed", "workspace_removed", id=workspace_id)
-
-
-async def _signal(client: Client, workspace_id: str, name: str, arg: object) -> None:
-    await client.get_workflow_handle(workflow_id_for(workspace_id)).signal(name, arg)
 
 
 def _metadata_update(meta: RuntimeMetadata | None) -> dict[str, Any]:
@@ -62,7 +58,7 @@ def _metadata_update(meta: RuntimeMetadata | None) -> dict[str, Any]:
 
 @router.post("/register", response_model=Registered)
 async def register(
-    body: RegisterBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, client: TemporalDep
+    body: RegisterBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> Registered:
     workspace_id = parse_workspace_id(body.id)
     check_owner(caller, workspace_id)
@@ -70,7 +66,9 @@ async def register(
     if secret is None:
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
     platform.inbound_secrets.put(workspace_id, secret)
-    await _signal(client, workspace_id, "register", RegisterSignal(url=body.url, agent_card=body.agent_card))
+    await gateway.signal(
+        workspace_id, Signal.REGISTER, RegisterSignal(url=body.url, agent_card=body.agent_card)
+    )
     return Registered(platform_inbound_secret=secret)
 
 
@@ -136,10 +134,9 @@ async def heartbeat(request: Request) -> Response:
     )
     signature = (result.status, error_band(body.error_rate), body.runtime_state, status_mgmt)
     if news and (result.first_since_register or platform.news.should_signal(workspace_id, signature)):
-        await _signal(
-            await platform.temporal(),
+        await platform.gateway.signal(
             workspace_id,
-            "heartbeat",
+            Signal.HEARTBEAT,
             HeartbeatSignal(
                 error_rate=body.error_rate,
                 sample_error=body.sample_error,

@@ -5,24 +5,19 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query
-from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.service import RPCError
 
-from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, workspace_row
-from api.errors import ApiError, OrchestratorUnavailable, PlatformUnavailable, is_temporal_unavailable
+from api.deps import GatewayDep, Operator, PlatformDep, PoolDep, workspace_row
+from api.errors import ApiError, PlatformUnavailable
+from api.gateway import removed_error
 from api.platform import Platform
-from api.routes.lifecycle import removed_error
 from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
-from domain import search_attributes as sa
 from domain.events import EventType
-from domain.models import WorkspaceInput, workflow_id_for
+from domain.models import WorkspaceInput
 from domain.runtimes import EXTERNAL_RUNTIME, normalize_runtime
 from domain.status import WorkspaceStatus
 from store import events as event_store
 from store import tokens
 from store import workspaces as ws_store
-from workflows.workspace import WorkspaceWorkflow
 
 log = logging.getLogger("molecule.api")
 router = APIRouter(prefix="/workspaces", tags=["workspaces"], dependencies=[Operator])
@@ -40,29 +35,9 @@ def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> 
     return body.backend or (template.backend if template else None) or platform.settings.default_backend
 
 
-async def _start_workflow(
-    client: Client, inp: WorkspaceInput, status: WorkspaceStatus, task_queue: str
-) -> WorkflowHandle[Any, Any]:
-    return await client.start_workflow(
-        WorkspaceWorkflow.run,
-        inp,
-        id=workflow_id_for(inp.workspace_id),
-        task_queue=task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.WORKSPACE_STATUS, status.value),
-                SearchAttributePair(sa.WORKSPACE_RUNTIME, inp.runtime),
-                SearchAttributePair(sa.WORKSPACE_BACKEND, inp.backend),
-                SearchAttributePair(sa.LEAK_SUSPECT, False),
-            ]
-        ),
-    )
-
-
 @router.post("", status_code=201, response_model=CreatedWorkspace)
 async def create_workspace(
-    body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, client: TemporalDep
+    body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> CreatedWorkspace:
     runtime, replaced = normalize_runtime(body.runtime)
     if replaced:
@@ -80,8 +55,6 @@ async def create_workspace(
     backend = _choose_backend(platform, body, runtime)
     status = WorkspaceStatus.AWAITING_AGENT if backend == "external" else WorkspaceStatus.PROVISIONING
     parent_id = str(body.parent_id) if body.parent_id else None
-    if parent_id and not await ws_store.exists(pool, parent_id):
-        raise ApiError(422, f"parent workspace {parent_id} does not exist", "unknown_parent")
 
     workspace_id = str(uuid.uuid4())
     new = ws_store.NewWorkspace(
@@ -100,14 +73,6 @@ async def create_workspace(
         hibernation_idle_minutes=body.hibernation_idle_minutes,
     )
     minted = tokens.mint_token()
-    inp = WorkspaceInput(
-        workspace_id=workspace_id,
-        runtime=runtime,
-        backend=backend,
-        template=body.template,
-        continue_as_new_after_events=platform.settings.continue_as_new_after_events,
-        hibernation_idle_minutes=body.hibernation_idle_minutes,
-    )
     # Row and workflow together or neither: the workflow starts inside the row's transaction and is
     # terminated if the commit fails; a workflow whose row never commits gives up on its own.
     handle = None
@@ -115,7 +80,11 @@ async def create_workspace(
         tx = conn.transaction()
         await tx.start()
         try:
-            await ws_store.insert_workspace(conn, new, body.env)
+            if parent_id and not await ws_store.lock_live_parent(conn, parent_id):
+                raise ApiError(
+                    422, f"parent workspace {parent_id} does not exist or was removed", "unknown_parent"
+                )
+            created_at = await ws_store.insert_workspace(conn, new, body.env)
             await tokens.insert_token(conn, workspace_id, minted, "api")
             await event_store.insert_event(
                 conn,
@@ -123,27 +92,27 @@ async def create_workspace(
                 workspace_id,
                 {"name": body.name, "runtime": runtime, "backend": backend, "status": status.value},
             )
-            handle = await _start_workflow(client, inp, status, platform.settings.task_queue)
+            inp = WorkspaceInput(
+                workspace_id=workspace_id,
+                runtime=runtime,
+                backend=backend,
+                template=body.template,
+                continue_as_new_after_events=platform.settings.continue_as_new_after_events,
+                hibernation_idle_minutes=body.hibernation_idle_minutes,
+                created_at=created_at.timestamp(),  # the first deadline counts from here
+            )
+            handle = await gateway.start_workspace(inp, status)
             await tx.commit()
         except BaseException as exc:
             await tx.rollback()
             if handle is not None:
-                await _terminate_quietly(handle)
-            if isinstance(exc, RPCError) and is_temporal_unavailable(exc):
-                raise OrchestratorUnavailable() from None
+                await gateway.terminate_quietly(handle, "workspace create rolled back")
             if isinstance(exc, OSError):
                 raise PlatformUnavailable() from None
             raise
     row = await ws_store.get_workspace(pool, workspace_id)
     assert row is not None
     return CreatedWorkspace(workspace=to_public(platform, row), auth_token=minted.token)
-
-
-async def _terminate_quietly(handle: WorkflowHandle[Any, Any]) -> None:
-    try:
-        await handle.terminate(reason="workspace create rolled back")
-    except Exception:
-        log.warning("could not terminate %s after a failed create; it ends itself without its row", handle.id)
 
 
 @router.get("", response_model=list[Workspace])

@@ -16,7 +16,14 @@ import boto3
 import docker
 import pytest
 
-from backends.base import BackendConfigError, BackendError, BackendNotConfigured, InstanceSpec, Provisioner
+from backends.base import (
+    BackendConfigError,
+    BackendError,
+    BackendNotConfigured,
+    ForeignResourceError,
+    InstanceSpec,
+    Provisioner,
+)
 from backends.docker import DockerOptions, DockerProvisioner
 from backends.ec2 import Ec2Options, Ec2Provisioner
 from backends.process import ProcessProvisioner
@@ -120,7 +127,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         for leftover in await backend.list_managed():
             await backend.stop(leftover.instance_id)
         for workspace_id in h.workspaces:
-            with contextlib.suppress(BackendConfigError):  # the other platform's: refused, as it should be
+            with contextlib.suppress(ForeignResourceError):  # the other platform's: refused, as it should be
                 await backend.remove_volumes(workspace_id)
 
 

@@ -181,7 +181,7 @@ class Stack:
         for backend in backends:
             for instance in await backend.list_managed():
                 await backend.stop(instance.instance_id)
-            for workspace_id in await backend.list_managed_volume_owners():  # type: ignore[attr-defined]
+            for workspace_id in await backend.list_volume_owners():
                 await backend.remove_volumes(workspace_id)
 
 
@@ -189,13 +189,30 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest_asyncio.fixture
+async def own_temporal(tmp_path: Path) -> AsyncIterator[TemporalDevServer]:
+    """A Temporal dev server of this test's own, persisted to a file so a kill -9 loses nothing,
+    restarted on the same port with `restart()`: for tests that kill the server."""
+    server = TemporalDevServer(db_filename=tmp_path / "temporal.db", log_path=tmp_path / "temporal.log")
+    try:
+        server.start()
+        await server.wait_ready(60)
+    except Exception as exc:
+        require("Temporal dev server", False, f"{type(exc).__name__}: {exc}")
+        raise
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+@pytest_asyncio.fixture
 async def make_stack(database_url: str, temporal_address: str, tmp_path: Path) -> AsyncIterator[StackFactory]:
     stacks: list[Stack] = []
 
-    async def build(worker_module: str | None = None, **env: Any) -> Stack:
+    async def build(worker_module: str | None = None, temporal: str | None = None, **env: Any) -> Stack:
         data_dir = tmp_path / f"stack{len(stacks)}"
         data_dir.mkdir()
-        stack = Stack(database_url, temporal_address, data_dir, {k: str(v) for k, v in env.items()})
+        stack = Stack(
+            database_url, temporal or temporal_address, data_dir, {k: str(v) for k, v in env.items()}
+        )
         stack.worker_module = worker_module
         stacks.append(stack)
         stack.start_worker()

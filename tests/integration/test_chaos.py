@@ -106,7 +106,7 @@ async def test_chaos_never_leaks(make_stack, docker_client, agent_image, databas
         )
         return {
             "processes": len(await process.list_managed()),
-            "process_dirs": len(await process.list_managed_volume_owners()),
+            "process_dirs": len(await process.list_volume_owners()),
             "containers": len(docker_client.api.containers(all=True, filters=labels)),
             "volumes": len(docker_client.volumes.list(filters=labels)),
             "rows_not_removed": live_rows,

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from backends.docker import container_name, volume_names
+from domain.failures import START_REFUSED
 from tests.integration.api import create
 from tests.integration.sse import EventStream
 
@@ -87,10 +88,20 @@ async def test_tier1_is_read_only_with_a_tmpfs(make_stack, docker_client, agent_
     assert container.exec_run(["touch", "/tmp/x"]).exit_code == 0  # noqa: S108
 
 
-async def test_missing_image_fails_the_workspace_with_the_reference(make_stack, docker_client, tmp_path):
+async def test_missing_image_fails_the_workspace_with_the_reference_in_its_rescue_bundle(
+    make_stack, docker_client, tmp_path
+):
     templates = docker_templates(tmp_path / "templates", "localhost:1/molecule/absent:1.0")
     stack = await make_stack(TEMPLATES_DIR=templates)
     async with stack.client() as client, EventStream(client) as events:
         workspace = (await create(client, runtime="claude-code"))["workspace"]
         failed = await events.wait_type("WORKSPACE_PROVISION_FAILED", workspace["id"], timeout=60)
-    assert "image not found: localhost:1/molecule/absent:1.0" in failed["payload"]["error"]
+        # Every SSE client sees the failure's class in fixed words, never the daemon's own text...
+        assert failed["payload"]["error"] == START_REFUSED
+        row = (await client.get(f"/workspaces/{workspace['id']}")).json()
+        assert row["last_sample_error"] == START_REFUSED
+        # ...which the operator finds, redacted, in the rescue bundle.
+        await events.wait_type("WORKSPACE_RESCUE_CAPTURED", workspace["id"], timeout=60)
+        bundle = (await client.get(f"/workspaces/{workspace['id']}/rescue")).json()
+    assert bundle["reason"] == "start_failed"
+    assert "image not found: localhost:1/molecule/absent:1.0" in bundle["sections"]["start_error"]

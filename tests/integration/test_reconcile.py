@@ -7,11 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleDescription
+from temporalio.client import Client, ScheduleDescription
 from temporalio.service import RPCError, RPCStatusCode
 
 from backends.base import InstanceSpec
 from backends.process import ProcessProvisioner
+from domain import contract
+from domain.contract import reconcile_schedule_id as schedule_id
 from domain.events import EventType
 from domain.models import workflow_id_for
 from domain.status import WorkspaceStatus
@@ -20,7 +22,6 @@ from store import workspaces as ws_store
 from store.db import create_pool
 from tests.integration.api import create
 from tests.integration.sse import EventStream
-from workflows.reconcile import schedule_id
 
 pytestmark = pytest.mark.integration
 
@@ -46,27 +47,40 @@ async def schedule(client: Client, task_queue: str) -> ScheduleDescription:
 
 
 async def run_reconcile(client: Client, task_queue: str) -> dict:
-    """Trigger the schedule now and wait for that run's report."""
-    before = (await schedule(client, task_queue)).info.num_actions
-    await client.get_schedule_handle(schedule_id(task_queue)).trigger()
-    async with asyncio.timeout(30):
-        while (description := await schedule(client, task_queue)).info.num_actions == before:
-            await asyncio.sleep(0.05)
-    action = description.info.recent_actions[-1].action
-    assert isinstance(action, ScheduleActionExecutionStartWorkflow)
-    report: dict = await client.get_workflow_handle(
-        action.workflow_id, run_id=action.first_execution_run_id
-    ).result()
+    """One reconcile pass, run as the schedule runs it, and its report."""
+    report: dict = await client.execute_workflow(
+        contract.RECONCILE_WORKFLOW,
+        id=f"{contract.reconcile_workflow_id(task_queue)}-{uuid.uuid4().hex[:6]}",
+        task_queue=task_queue,
+        result_type=dict,
+    )
     return report
+
+
+class LaunchNobodyRecorded(ProcessProvisioner):
+    """Plants a stray: a launch that completed after its attempt was given up on, so no start
+    replaced it and no row records it (a real start replaces every instance it can see)."""
+
+    async def list_managed(self, workspace_id=None):
+        return [] if workspace_id else await super().list_managed()
+
+
+async def older_than(seconds: float, launched: datetime) -> None:
+    """Wait until an instance launched at `launched` is past the stray age (wall clock, as reconcile
+    judges it): a condition to wait for, never an assumption about how long setup took."""
+    async with asyncio.timeout(30):
+        while datetime.now(UTC) - launched <= timedelta(seconds=seconds):
+            await asyncio.sleep(0.05)
 
 
 async def test_reconcile_reaps_orphans_strays_and_closed_removed_rows_only(
     make_stack, database_url, tmp_path
 ):
-    stack = await make_stack(HEARTBEAT_INTERVAL=1, RECONCILE_STRAY_AFTER_SECONDS=1)
+    # The schedule is off: the passes this test runs are the only ones, so nothing else reaps first.
+    stack = await make_stack(HEARTBEAT_INTERVAL=1, RECONCILE_STRAY_AFTER_SECONDS=1, RECONCILE_ENABLED="false")
     backend = ProcessProvisioner(stack.data_dir, stack.platform_id)
     # Same platform, its own directory: an instance the live workspace's row does not record.
-    elsewhere = ProcessProvisioner(tmp_path / "elsewhere", stack.platform_id)
+    elsewhere = LaunchNobodyRecorded(tmp_path / "elsewhere", stack.platform_id)
     temporal = await Client.connect(stack.temporal_address)
     pool = await create_pool(database_url)
     try:
@@ -99,7 +113,8 @@ async def test_reconcile_reaps_orphans_strays_and_closed_removed_rows_only(
         assert current and current != stray_instance
         launched = {m.instance_id: m.launched_at for m in await backend.list_managed()}
         stray_launched = launched[stray_instance]
-        assert stray_launched and datetime.now(UTC) - stray_launched > timedelta(seconds=1), "old enough"
+        assert stray_launched is not None
+        await older_than(1, stray_launched)
 
         report = await run_reconcile(temporal, stack.task_queue)
 

@@ -7,24 +7,29 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.workspace import WORKSPACE_NOT_FOUND, plan_provision
+from activities.errors import not_found
+from activities.workspace import plan_provision
 from config.settings import Settings
 from config.templates import TemplateCatalog
+from domain import contract
+from domain.contract import implements
 from domain.models import (
+    CascadeRequest,
+    CascadeTarget,
     EventRecord,
     IdleReport,
     LivenessReport,
     LivenessRequest,
     ProvisionPlan,
     ProvisionRequest,
+    ReconcileReport,
     RescueRequest,
     StartRequest,
     StartResult,
     StatusChange,
+    StopReport,
     StopRequest,
     TeardownRecord,
     VolumesRequest,
@@ -62,19 +67,29 @@ class FakeActivities:
         self.events: list[EventRecord] = []
         self.changes: list[tuple[StatusChange, datetime]] = []
         self.starts: list[StartRequest] = []
+        # Cascades: the descendants below the root, the ones reached, injected update failures.
+        self.cascade_below: list[str] = []
+        self.reached: list[str] = []
+        self.cascade_calls: list[str] = []
+        self.cascade_failures: dict[str, int] = {}
+        # The row as the store would leave it, and writes held until a test releases them.
+        self.row_status: str | None = None
+        self.row_seq = 0
+        self.status_gates: dict[str, asyncio.Event] = {}
+        self.held: list[str] = []
         self._seen_keys: set[str] = set()
         self._changed = asyncio.Condition()
 
-    @activity.defn(name="prepare_provision")
+    @implements(contract.prepare_provision)
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
         self.prepare_attempts += 1
         async with self._changed:
             self._changed.notify_all()
         if not self.row_exists:
-            raise ApplicationError("workspace row not found", type=WORKSPACE_NOT_FOUND, non_retryable=True)
+            raise not_found(req.workspace_id)
         return plan_provision(self.settings, self.templates, req, self.workspace_env)
 
-    @activity.defn(name="start_instance")
+    @implements(contract.start_instance)
     async def start_instance(self, req: StartRequest) -> StartResult:
         self.starts.append(req)
         self.instance_running = True
@@ -82,7 +97,7 @@ class FakeActivities:
             self._changed.notify_all()
         return StartResult(f"fake:{req.workspace_id}:{req.generation}")
 
-    @activity.defn(name="check_liveness")
+    @implements(contract.check_liveness)
     async def check_liveness(self, req: LivenessRequest) -> LivenessReport:
         self.liveness_checks += 1
         now = (await self.env.get_current_time()).timestamp()
@@ -91,32 +106,33 @@ class FakeActivities:
             report.instance_running = self.instance_running
         return report
 
-    @activity.defn(name="stop_instance")
-    async def stop_instance(self, req: StopRequest) -> None:
+    @implements(contract.stop_instances)
+    async def stop_instances(self, req: StopRequest) -> StopReport:
         self.stops.append(req)
         await self._notify()
         if self.stop_failures != 0:
             self.stop_failures -= 1 if self.stop_failures > 0 else 0
             raise RuntimeError("injected stop failure")
         self.instance_running = False
-        self.stopped.append(req.instance_id)
+        self.stopped.append(req.instance_id or "")
         await self._notify()
+        return StopReport([req.instance_id] if req.instance_id else [])
 
-    @activity.defn(name="remove_volumes")
+    @implements(contract.remove_volumes)
     async def remove_volumes(self, req: VolumesRequest) -> None:
         self.volume_removals.append((req, len(self.stopped)))
         await self._notify()
 
-    @activity.defn(name="record_teardown")
+    @implements(contract.record_teardown)
     async def record_teardown(self, record: TeardownRecord) -> None:
         self.teardowns.append(record)
         await self._notify()
 
-    @activity.defn(name="check_idle")
+    @implements(contract.check_idle)
     async def check_idle(self, workspace_id: str) -> IdleReport:
         return IdleReport(self.last_active, self.active_tasks)
 
-    @activity.defn(name="capture_rescue")
+    @implements(contract.capture_rescue)
     async def capture_rescue(self, req: RescueRequest) -> bool:
         self.rescues.append(req)
         await self._notify()
@@ -126,33 +142,63 @@ class FakeActivities:
         async with self._changed:
             self._changed.notify_all()
 
-    @activity.defn(name="record_event")
+    @implements(contract.record_event)
     async def record_event(self, record: EventRecord) -> None:
         self.events.append(record)
         await self._notify()
 
-    @activity.defn(name="record_status")
+    @implements(contract.record_status)
     async def record_status(self, change: StatusChange) -> bool:
+        """Like the store: one write per key, and a write not newer than the row's is refused."""
         if change.key in self._seen_keys:
             return False
         self._seen_keys.add(change.key)
+        gate = self.status_gates.get(change.status)
+        if gate is not None:  # a slow write: held until the test opens the gate
+            self.held.append(change.status)
+            await self._notify()
+            await gate.wait()
         self.changes.append((change, await self.env.get_current_time()))
-        async with self._changed:
-            self._changed.notify_all()
-        return True
+        applied = change.seq > self.row_seq
+        if applied:
+            self.row_status, self.row_seq = change.status, change.seq
+        await self._notify()
+        return applied
+
+    @implements(contract.cascade_targets)
+    async def cascade_targets(self, req: CascadeRequest) -> list[CascadeTarget]:
+        return [CascadeTarget(req.kind, w, req.root_id) for w in self.cascade_below if w not in self.reached]
+
+    @implements(contract.cascade_one)
+    async def cascade_one(self, target: CascadeTarget) -> str:
+        self.cascade_calls.append(target.workspace_id)
+        await self._notify()
+        if self.cascade_failures.get(target.workspace_id, 0) > 0:
+            self.cascade_failures[target.workspace_id] -= 1
+            raise RuntimeError(f"injected update failure for {target.workspace_id}")
+        self.reached.append(target.workspace_id)
+        await self._notify()
+        return "pending" if target.kind == "delete" else "paused"
+
+    @implements(contract.reconcile)
+    async def reconcile(self) -> ReconcileReport:
+        return ReconcileReport()
 
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.prepare_provision,
             self.start_instance,
-            self.record_status,
-            self.check_liveness,
-            self.stop_instance,
-            self.record_event,
+            self.stop_instances,
             self.remove_volumes,
+            self.record_status,
+            self.record_event,
             self.record_teardown,
+            self.check_liveness,
             self.check_idle,
             self.capture_rescue,
+            self.cascade_targets,
+            self.cascade_one,
+            self.reconcile,
         ]
 
     def statuses(self) -> list[str]:

@@ -119,7 +119,7 @@ async def test_restart_stop_failing_three_times_flags_a_leak_hands_it_to_a_reape
         await run.advance_to(10 + 185)
         await run.fake.wait_until(lambda: len(run.fake.starts) == 2, timeout=30)
         old = run.fake.starts[0]
-        assert all(stop.instance_id.endswith(":1") for stop in run.fake.stops)
+        assert all((stop.instance_id or "").endswith(":1") for stop in run.fake.stops)
         leak = run.fake.events[0]
         assert leak.event_type == "WORKSPACE_LEAK_SUSPECT"
         assert leak.payload["attempts"] == 3

@@ -1,0 +1,61 @@
+"""The layering rule (README, Layout): arrows only point down. Parsed from the source, so a new import
+that breaks it fails here before review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("domain", "config", "store", "backends", "activities", "workflows", "api", "workers", "agent")
+# package -> the project packages it may import (besides itself). Third-party and stdlib are free.
+ALLOWED: dict[str, frozenset[str]] = {
+    "domain": frozenset(),
+    "config": frozenset({"domain"}),
+    "store": frozenset({"domain", "config"}),
+    "backends": frozenset({"domain", "config"}),
+    "activities": frozenset({"store", "backends", "domain", "config"}),
+    "workflows": frozenset({"domain"}),
+    "api": frozenset({"store", "domain", "config"}),
+    "workers": frozenset({"workflows", "activities", "backends", "store", "domain", "config"}),
+    "agent": frozenset({"config"}),
+    # Benches drive the platform from outside: by the names in domain, never its workflows or tests.
+    "bench": frozenset({"molecule", "workers", "backends", "store", "domain", "config", "api"}),
+}
+PROJECT = frozenset({*PACKAGES, "molecule", "tests", "bench"})
+
+
+def imports_of(path: Path) -> set[str]:
+    """Top-level project packages a module imports, wherever the import statement sits."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name.split(".")[0] for name in names} & PROJECT
+    return found
+
+
+def violations(package: str) -> list[str]:
+    allowed = ALLOWED[package] | {package}
+    bad = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        for imported in sorted(imports_of(path) - allowed):
+            bad.append(f"{path.relative_to(REPO)} imports {imported}")
+    return bad
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_arrows_only_point_down(package: str) -> None:
+    assert violations(package) == []
+
+
+def test_the_checker_sees_a_broken_arrow(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import os\nfrom workflows.workspace import X\n\ndef f():\n    from api import deps\n")
+    assert imports_of(module) == {"workflows", "api"}
