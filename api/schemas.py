@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from domain.json_bounds import bound_violation
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -57,14 +59,27 @@ def _storable_json(value: Any) -> Any:
     return value
 
 
+def _bounded(value: Any) -> Any:
+    """Depth and serialized size, checked before anything walks the value recursively."""
+    problem = bound_violation(value)
+    if problem:
+        raise ValueError(f"must not be {problem}")
+    return value
+
+
 def _at_least_one(value: int) -> int:
     return value or 1
 
 
 Text = Annotated[str, AfterValidator(_storable_text)]
-LogText = Annotated[str, AfterValidator(_replace_unstorable)]  # evidence is kept, NULs shown as U+FFFD
-JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
-EnvMap = Annotated[dict[str, Annotated[Text, Field(max_length=65536)]], AfterValidator(_check_env)]
+# Evidence is kept, NULs shown as U+FFFD.
+LogText = Annotated[str, AfterValidator(_bounded), AfterValidator(_replace_unstorable)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded), AfterValidator(_storable_json)]
+EnvMap = Annotated[
+    dict[str, Annotated[Text, Field(max_length=65536)]],
+    AfterValidator(_check_env),
+    AfterValidator(_bounded),
+]
 
 
 class CreateWorkspace(BaseModel):

@@ -16,6 +16,7 @@ from api.routes.lifecycle import removed_error
 from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
 from domain import search_attributes as sa
 from domain.events import EventType
+from domain.json_bounds import UNREADABLE, unservable_reason
 from domain.models import WorkspaceInput, workflow_id_for
 from domain.runtimes import EXTERNAL_RUNTIME, normalize_runtime
 from domain.status import WorkspaceStatus
@@ -28,9 +29,24 @@ log = logging.getLogger("molecule.api")
 router = APIRouter(prefix="/workspaces", tags=["workspaces"], dependencies=[Operator])
 
 
+# JSON maps that agents (or workflows) wrote: a stored one that cannot be served is replaced by a
+# note saying why, so one bad row never fails a read, least of all the whole list.
+_STORED_MAPS = ("agent_card", "capabilities", "teardown")
+
+
+def _servable(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _STORED_MAPS:
+        value = row.get(name)
+        reason = None if value is None else unservable_reason(value)
+        if reason is not None:
+            log.warning("workspace %s: %s not served: %s", row.get("id"), name, reason)
+            row = {**row, name: {UNREADABLE: reason}}
+    return row
+
+
 def to_public(platform: Platform, row: dict[str, Any]) -> Workspace:
     manifest = platform.templates.manifest_timeout(row["runtime"])
-    return Workspace(**row, provision_timeout_ms=manifest * 1000 if manifest else None)
+    return Workspace(**_servable(row), provision_timeout_ms=manifest * 1000 if manifest else None)
 
 
 def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> str:
