@@ -11,6 +11,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import Operator, PlatformDep, PoolDep, existing_workspace_id
+from api.errors import ApiError
+from api.schemas import INT8_MAX
 from store import events as event_store
 
 router = APIRouter(tags=["events"], dependencies=[Operator])
@@ -26,12 +28,24 @@ def _format(event: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _last_event_id(value: str | None) -> int | None:
+    """The resume point a reconnecting client sends: empty means none; anything but an event id
+    (a decimal within bigint) is a 400, not a silent replay from somewhere else."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(INT8_MAX)) or int(text) > INT8_MAX:
+        shown = text if len(text) <= 32 else text[:32] + "..."
+        raise ApiError(
+            400,
+            f"invalid Last-Event-ID {shown!r}: expected an event id between 0 and {INT8_MAX}",
+            "invalid_last_event_id",
+        )
+    return int(text)
+
+
 def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
-    if since is not None:
-        return since
-    if last_event_id and last_event_id.strip().isdigit():
-        return int(last_event_id)
-    return None
+    return since if since is not None else _last_event_id(last_event_id)
 
 
 async def _stream(
@@ -76,7 +90,9 @@ async def _stream(
 async def all_events(
     platform: PlatformDep,
     pool: PoolDep,
-    since: Annotated[int | None, Query(ge=0, description="replay events with a larger id first")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=INT8_MAX, description="replay events with a larger id first")
+    ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     return await _stream(platform, pool, None, _resume_point(since, last_event_id))
@@ -87,7 +103,7 @@ async def workspace_events(
     workspace_id: str,
     platform: PlatformDep,
     pool: PoolDep,
-    since: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[int | None, Query(ge=0, le=INT8_MAX)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     wid = await existing_workspace_id(pool, workspace_id)

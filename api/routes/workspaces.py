@@ -13,7 +13,7 @@ from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, workspace_row
 from api.errors import ApiError, OrchestratorUnavailable, PlatformUnavailable, is_temporal_unavailable
 from api.platform import Platform
 from api.routes.lifecycle import removed_error
-from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
+from api.schemas import INT8_MAX, CreatedWorkspace, CreateWorkspace, Workspace
 from domain import search_attributes as sa
 from domain.events import EventType
 from domain.json_bounds import UNREADABLE, unservable_reason
@@ -168,7 +168,7 @@ async def list_workspaces(
     pool: PoolDep,
     status: WorkspaceStatus | None = None,
     limit: int = Query(default=500, ge=1, le=5000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=INT8_MAX),
 ) -> list[Workspace]:
     rows = await ws_store.list_workspaces(pool, status, limit, offset)
     return [to_public(platform, r) for r in rows]

@@ -4,6 +4,7 @@ written before the bounds existed. Nothing reaches a 500 and nothing stored can 
 from __future__ import annotations
 
 import json
+import uuid
 
 import asyncpg
 import httpx
@@ -14,6 +15,7 @@ from tests.integration.api import bearer, create
 pytestmark = pytest.mark.integration
 
 JSON = {"Content-Type": "application/json"}
+INT8_MAX = 2**63 - 1
 MAX_DEPTH = 32
 MAX_BYTES = 256 * 1024
 
@@ -131,3 +133,38 @@ async def test_rows_stored_before_the_bounds_do_not_break_list_or_get(stack, dat
             for row in (rows[wid], single.json()):
                 assert "unreadable" in row["agent_card"] and "unreadable" in row["capabilities"], row
         assert (await client.get(f"/workspaces/{good}")).json()["agent_card"] is None
+
+
+async def test_numeric_query_parameters_and_headers_past_bigint_are_client_errors(stack):
+    async with stack.client() as client:
+        wid = (await create(client, external=True))["workspace"]["id"]
+        for path, params, field in (
+            ("/workspaces", {"offset": str(2**63)}, "offset"),
+            ("/workspaces", {"offset": "9" * 5000}, "offset"),
+            ("/events", {"since": str(2**63)}, "since"),
+            (f"/workspaces/{wid}/events", {"since": str(2**63)}, "since"),
+            ("/events", {"since": "-1"}, "since"),
+        ):
+            response = await client.get(path, params=params)
+            assert response.status_code == 422, (path, params, response.status_code, response.text[:300])
+            assert fields_of(response) == {field}, response.text[:300]
+        # At the bound itself: an offset past every row, a replay point after every event.
+        assert (await client.get("/workspaces", params={"offset": str(INT8_MAX)})).json() == []
+        for value in ("1" * 12 * 1024, str(2**63), "12abc", "-5"):
+            for path in ("/events", f"/workspaces/{wid}/events"):
+                response = await client.get(path, headers={"Last-Event-ID": value})
+                assert response.status_code == 400, (path, value[:30], response.status_code)
+                assert response.json()["code"] == "invalid_last_event_id", response.text[:300]
+        for wait in ("nan", "inf", "1e400"):
+            response = await client.delete(f"/workspaces/{uuid.uuid4()}", params={"wait": wait})
+            assert response.status_code == 422, (wait, response.status_code, response.text[:300])
+
+
+async def test_since_at_the_bound_streams_and_an_empty_last_event_id_is_live(stack):
+    async with stack.client() as client:
+        for headers, params in (({}, {"since": str(INT8_MAX)}), ({"Last-Event-ID": ""}, {})):
+            async with client.stream("GET", "/events", params=params, headers=headers) as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    assert line == ": connected"
+                    break
