@@ -3,6 +3,7 @@ written before the bounds existed. Nothing reaches a 500 and nothing stored can 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -168,3 +169,20 @@ async def test_since_at_the_bound_streams_and_an_empty_last_event_id_is_live(sta
                 async for line in response.aiter_lines():
                     assert line == ": connected"
                     break
+
+
+async def test_a_content_length_past_any_integer_is_a_client_error(stack):
+    """The one numeric header the server itself reads: refused by the HTTP parser or as too large."""
+    for length, status in (("1" * 12 * 1024, b" 400 "), (str(2**64), b" 400 "), (str(2**63), b" 413 ")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.api_port)
+        try:
+            writer.write(
+                b"POST /workspaces HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer %s\r\nContent-Length: %s\r\n\r\n{}"
+                % (stack.admin_token.encode(), length.encode())
+            )
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), 30)
+        finally:
+            writer.close()
+        assert status in status_line, (length[:25], status_line)
