@@ -13,32 +13,33 @@ MAX_DEPTH = 32
 MAX_BYTES = 256 * 1024
 
 
+_CONTAINERS = (dict, list, tuple)
+# One encoder, built once: json.dumps with options builds a new one on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def depth_exceeds(value: Any, max_depth: int = MAX_DEPTH) -> bool:
     """Whether `value` nests deeper than `max_depth` (a scalar is depth 0, `{}` and `[]` depth 1).
 
-    Iterative, and it stops at the first path past the bound: a value nested deeper than the
+    Iterative, and it stops at the first container past the bound: a value nested deeper than the
     interpreter's recursion limit is measured, not crashed on."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    if not isinstance(value, _CONTAINERS):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        depth += 1
         if depth > max_depth:
             return True
-        stack.extend((child, depth) for child in children if isinstance(child, dict | list | tuple))
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
     return False
 
 
 def serialized_size(value: Any) -> int:
     """Bytes of `value` as compact UTF-8 JSON, the way it is stored and served. The value must be
-    within the depth bound (json.dumps recurses)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    return len(text.encode("utf-8", "surrogatepass"))
+    within the depth bound (the encoder recurses)."""
+    return len(_COMPACT.encode(value).encode("utf-8", "surrogatepass"))
 
 
 def bound_violation(value: Any, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> str | None:
