@@ -22,17 +22,9 @@ log = logging.getLogger("molecule.rescue")
 
 RedactorFactory = Callable[[asyncpg.Pool, str], Awaitable[Redactor | None]]
 
-
-async def redactor_for(pool: asyncpg.Pool, workspace_id: str) -> Redactor | None:
-    """This workspace's redactor, or None when its secrets cannot be read (then: no bundle)."""
-    try:
-        values, hashes = await rescue_store.secrets_of(pool, workspace_id)
-    except (OSError, asyncpg.PostgresError) as exc:
-        log.error(
-            "workspace %s: cannot load its secrets for redaction (%s)", workspace_id, type(exc).__name__
-        )
-        return None
-    return Redactor(values, hashes)
+# This workspace's redactor, or None when its secrets cannot be read (then: no bundle). The same one
+# the API applies to a boot watcher's log tail, so it lives in the store, below both.
+redactor_for: RedactorFactory = rescue_store.redactor_for
 
 
 async def capture_rescue_bundle(

@@ -21,7 +21,10 @@ _QUEUE_SIZE = 1000
 class Subscription:
     workspace_id: str | None
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
+    # The queue was full and notifications were dropped; the table still has their rows.
     lagged: bool = False
+    # The listener lost its connection: what commits until it is back is never heard.
+    lost: bool = False
 
 
 class EventHub:
@@ -65,7 +68,7 @@ class EventHub:
                 log.warning("event listener lost its connection (%s); reconnecting", type(exc).__name__)
             self._ready.clear()
             for sub in list(self._subs):  # a gap in the stream: tell clients to resume with Last-Event-ID
-                sub.lagged = True
+                sub.lost = True
                 with contextlib.suppress(asyncio.QueueFull):
                     sub.queue.put_nowait({})
             await asyncio.sleep(backoff)

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from domain.json_bounds import bound_violation
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -57,10 +59,27 @@ def _storable_json(value: Any) -> Any:
     return value
 
 
+def _bounded(value: Any) -> Any:
+    """Depth and serialized size, checked before anything walks the value recursively."""
+    problem = bound_violation(value)
+    if problem:
+        raise ValueError(f"must not be {problem}")
+    return value
+
+
+def _at_least_one(value: int) -> int:
+    return value or 1
+
+
 Text = Annotated[str, AfterValidator(_storable_text)]
-LogText = Annotated[str, AfterValidator(_replace_unstorable)]  # evidence is kept, NULs shown as U+FFFD
-JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
-EnvMap = Annotated[dict[str, Annotated[Text, Field(max_length=65536)]], AfterValidator(_check_env)]
+# Evidence is kept, NULs shown as U+FFFD.
+LogText = Annotated[str, AfterValidator(_bounded), AfterValidator(_replace_unstorable)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded), AfterValidator(_storable_json)]
+EnvMap = Annotated[
+    dict[str, Annotated[Text, Field(max_length=65536)]],
+    AfterValidator(_check_env),
+    AfterValidator(_bounded),
+]
 
 
 class CreateWorkspace(BaseModel):
@@ -74,7 +93,8 @@ class CreateWorkspace(BaseModel):
     tier: int = Field(default=2, ge=1, le=4)
     parent_id: uuid.UUID | None = None
     env: EnvMap = Field(default_factory=dict, max_length=200)
-    max_concurrent_tasks: int = Field(default=1, ge=1, le=1000)
+    # 0 (or omitted) means 1, as in the seed.
+    max_concurrent_tasks: Annotated[int, Field(ge=0, le=1000), AfterValidator(_at_least_one)] = 1
     budget_limit: int | None = Field(default=None, ge=0, le=INT8_MAX)
     external: bool = False
     backend: Literal["process", "external", "docker", "ec2"] | None = None

@@ -1,13 +1,28 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import asyncpg
 
+from domain.json_bounds import UNREADABLE
+
+log = logging.getLogger("molecule.store")
+
+
+def _decode_json(text: str) -> Any:
+    """jsonb as Python. A stored value Python cannot decode (nested past the recursion limit, an
+    integer past its digit limit) comes back as a note rather than failing the whole query."""
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError) as exc:
+        log.warning("a stored jsonb value cannot be decoded (%s); served as unreadable", type(exc).__name__)
+        return {UNREADABLE: f"stored value cannot be decoded ({type(exc).__name__})"}
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=_decode_json, schema="pg_catalog")
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

@@ -72,9 +72,26 @@ async def fetch_event(conn: asyncpg.Connection | asyncpg.Pool, event_id: int) ->
     return event_dict(row["id"], row["event_type"], row["workspace_id"], row["payload"], row["created_at"])
 
 
+PAGE_SIZE = 1000
+
+
+async def latest_id(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: str | None) -> int:
+    """The highest event id committed so far (0 when there is none), for one workspace or all."""
+    value = await conn.fetchval(
+        """SELECT COALESCE(max(id), 0) FROM structure_events
+           WHERE ($1::uuid IS NULL OR workspace_id = $1::uuid)""",
+        workspace_id,
+    )
+    return int(value)
+
+
 async def events_after(
-    conn: asyncpg.Connection | asyncpg.Pool, after_id: int, workspace_id: str | None, limit: int = 1000
+    conn: asyncpg.Connection | asyncpg.Pool,
+    after_id: int,
+    workspace_id: str | None,
+    limit: int = PAGE_SIZE,
 ) -> list[dict[str, Any]]:
+    """One page of committed events with a larger id, in id order."""
     rows = await conn.fetch(
         """SELECT id, event_type, workspace_id::text AS workspace_id, payload, created_at
            FROM structure_events

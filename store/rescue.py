@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
+
+from domain.redaction import Redactor
+
+log = logging.getLogger("molecule.rescue")
 
 
 async def insert_bundle(
@@ -39,3 +44,16 @@ async def secrets_of(pool: asyncpg.Pool, workspace_id: str) -> tuple[list[str], 
             "SELECT token_hash FROM workspace_auth_tokens WHERE workspace_id = $1", workspace_id
         )
     return [r["value"] for r in values], [r["token_hash"] for r in hashes]
+
+
+async def redactor_for(pool: asyncpg.Pool, workspace_id: str) -> Redactor | None:
+    """This workspace's redactor (known secret shapes, its env values, its tokens), or None when its
+    secrets cannot be read: then evidence that might carry one is not kept at all."""
+    try:
+        values, hashes = await secrets_of(pool, workspace_id)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.error(
+            "workspace %s: cannot load its secrets for redaction (%s)", workspace_id, type(exc).__name__
+        )
+        return None
+    return Redactor(values, hashes)

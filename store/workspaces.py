@@ -229,10 +229,12 @@ async def descendants(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) 
 async def register(
     pool: asyncpg.Pool, workspace_id: str, url: str | None, agent_card: dict[str, Any] | None
 ) -> str | None:
-    """Record the agent's URL and card and mint its platform_inbound_secret (None: no such row)."""
+    """Record the agent's URL and card; its platform_inbound_secret is the stored one, minted only
+    when there is none yet (None: no such row)."""
     return await pool.fetchval(  # type: ignore[no-any-return]
         """UPDATE workspaces
-           SET url = $2, agent_card = $3, registered_at = now(), platform_inbound_secret = $4,
+           SET url = $2, agent_card = $3, registered_at = now(),
+               platform_inbound_secret = COALESCE(platform_inbound_secret, $4),
                last_active_at = now(), updated_at = now()
            WHERE id = $1
            RETURNING platform_inbound_secret""",

@@ -171,6 +171,20 @@ async def bootstrap_failed(
             409, f"only a provisioning workspace can fail its boot; it is {row['status']}", "invalid_state",
             current_status=row["status"],
         )  # fmt: skip
-    log_tail = truncate_utf8(body.log_tail)
+    log_tail, tail_status = await _redacted_tail(pool, row["id"], body.log_tail)
     await gateway.signal(row["id"], Signal.BOOTSTRAP_FAILED, BootstrapFailedSignal(log_tail))
-    return {"accepted": True, "log_tail_bytes": len(log_tail.encode())}
+    return {"accepted": True, "log_tail_bytes": len(log_tail.encode()), "log_tail_status": tail_status}
+
+
+async def _redacted_tail(pool: asyncpg.Pool, workspace_id: str, log_tail: str) -> tuple[str, str]:
+    """The tail as it may be signalled, stored and served: redacted by the rescue bundles' redactor
+    (known secret shapes, this workspace's env values and tokens), then kept to its last bytes. Without
+    a redactor the tail is dropped and the verdict alone goes on (fail closed)."""
+    if not log_tail:
+        return "", "empty"
+    redactor = await rescue_store.redactor_for(pool, workspace_id)
+    if redactor is None:
+        log.warning("workspace %s: boot watcher's log tail dropped: it cannot be redacted", workspace_id)
+        return "", "dropped: it could not be redacted"
+    # Redacted whole, then cut: a secret cut in half by the cut would no longer be recognised.
+    return truncate_utf8(redactor.redact(log_tail)), "redacted"

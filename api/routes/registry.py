@@ -24,7 +24,7 @@ from api.platform import Platform
 from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered, RuntimeMetadata
 from domain.contract import Signal
 from domain.models import HeartbeatSignal, RegisterSignal
-from domain.transitions import error_band, heartbeat_is_news
+from domain.transitions import error_band, heartbeat_is_news, on_heartbeat
 from store import heartbeats
 from store import workspaces as ws_store
 from store.tokens import hash_token
@@ -145,7 +145,16 @@ async def heartbeat(request: Request) -> Response:
                 status_mgmt=status_mgmt,
             ),
         )
-    reply = {"status": result.status.value}
+    # The workflow stays the only writer of status; the reply reports the status this beat leads to
+    # (the first beat of an awaiting agent brings it online), by the rule the workflow applies.
+    leads_to = on_heartbeat(
+        result.status,
+        error_rate=body.error_rate,
+        sample_error=body.sample_error,
+        runtime_state=body.runtime_state,
+        status_mgmt=status_mgmt,
+    )
+    reply = {"status": (leads_to.status if leads_to else result.status).value}
     secret = await _inbound_secret(platform, workspace_id, result.platform_inbound_secret)
     if secret is not None:
         reply["platform_inbound_secret"] = secret

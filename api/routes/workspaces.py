@@ -10,8 +10,9 @@ from api.deps import GatewayDep, Operator, PlatformDep, PoolDep, workspace_row
 from api.errors import ApiError, PlatformUnavailable
 from api.gateway import removed_error
 from api.platform import Platform
-from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
+from api.schemas import INT8_MAX, CreatedWorkspace, CreateWorkspace, Workspace
 from domain.events import EventType
+from domain.json_bounds import UNREADABLE, unservable_reason
 from domain.models import WorkspaceInput
 from domain.runtimes import EXTERNAL_RUNTIME, normalize_runtime
 from domain.status import WorkspaceStatus
@@ -23,9 +24,24 @@ log = logging.getLogger("molecule.api")
 router = APIRouter(prefix="/workspaces", tags=["workspaces"], dependencies=[Operator])
 
 
+# JSON maps that agents (or workflows) wrote: a stored one that cannot be served is replaced by a
+# note saying why, so one bad row never fails a read, least of all the whole list.
+_STORED_MAPS = ("agent_card", "capabilities", "teardown")
+
+
+def _servable(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _STORED_MAPS:
+        value = row.get(name)
+        reason = None if value is None else unservable_reason(value)
+        if reason is not None:
+            log.warning("workspace %s: %s not served: %s", row.get("id"), name, reason)
+            row = {**row, name: {UNREADABLE: reason}}
+    return row
+
+
 def to_public(platform: Platform, row: dict[str, Any]) -> Workspace:
     manifest = platform.templates.manifest_timeout(row["runtime"])
-    return Workspace(**row, provision_timeout_ms=manifest * 1000 if manifest else None)
+    return Workspace(**_servable(row), provision_timeout_ms=manifest * 1000 if manifest else None)
 
 
 def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> str:
@@ -121,7 +137,7 @@ async def list_workspaces(
     pool: PoolDep,
     status: WorkspaceStatus | None = None,
     limit: int = Query(default=500, ge=1, le=5000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=INT8_MAX),
 ) -> list[Workspace]:
     rows = await ws_store.list_workspaces(pool, status, limit, offset)
     return [to_public(platform, r) for r in rows]

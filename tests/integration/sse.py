@@ -14,9 +14,12 @@ Event = dict[str, Any]
 
 
 class EventStream:
-    def __init__(self, client: httpx.AsyncClient, path: str = "/events") -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, path: str = "/events", headers: dict[str, str] | None = None
+    ) -> None:
         self.client = client
         self.path = path
+        self.headers = headers or {}
         self.events: list[Event] = []
         self._changed = asyncio.Condition()
         self._connected = asyncio.Event()
@@ -34,7 +37,7 @@ class EventStream:
                 await self._task
 
     async def _run(self) -> None:
-        async with self.client.stream("GET", self.path, timeout=None) as response:
+        async with self.client.stream("GET", self.path, headers=self.headers, timeout=None) as response:
             response.raise_for_status()
             data: list[str] = []
             async for line in response.aiter_lines():

@@ -91,7 +91,7 @@ async def test_stale_external_agent_awaits_then_recovers(make_stack):
             waiting = await events.wait_type("WORKSPACE_AWAITING_AGENT", workspace_id, timeout=30)
             assert waiting["payload"]["stale_after_secs"] == 2
             beat = await agent.post("/registry/heartbeat", json={"workspace_id": workspace_id})
-            assert beat.json()["status"] == "awaiting_agent"
+            assert beat.json()["status"] == "online", "the reply reports the status this beat brings"
             back = await events.wait_for(
                 lambda e: (
                     e["event_type"] == "WORKSPACE_ONLINE"
