@@ -38,6 +38,27 @@ def arms_on_entry(previous: WorkspaceStatus, new: WorkspaceStatus) -> frozenset[
     return entering - {Timer.DEADLINE}
 
 
+def rearm(
+    due: dict[str, float],
+    previous: WorkspaceStatus,
+    new: WorkspaceStatus,
+    now: float,
+    *,
+    stale_after: float,
+    idle_after: float | None,
+    rescue_grace: float,
+) -> dict[str, float]:
+    """The timers after moving from `previous` to `new`: those `new` does not arm are dropped, those
+    it starts are set from `now` (idle only when automatic hibernation is on), the rest keep their time."""
+    kept = {t: at for t, at in due.items() if Timer(t) in armed(new)}
+    starts = {Timer.LIVENESS: stale_after, Timer.IDLE: idle_after, Timer.RESCUE_GRACE: rescue_grace}
+    for timer in arms_on_entry(previous, new):
+        after = starts.get(timer)
+        if after:
+            kept[timer.value] = now + after
+    return kept
+
+
 def next_due(due: dict[str, float], status: WorkspaceStatus) -> tuple[Timer, float] | None:
     """The earliest armed timer and its time; None when nothing is armed."""
     candidates = [(due[t.value], TIMER_ORDER.index(t), t) for t in armed(status) if t.value in due]

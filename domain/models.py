@@ -39,7 +39,8 @@ class WorkspaceState:
     generation: int = 0
     instance_id: str | None = None
     status_mgmt: bool = False
-    transition_seq: int = 0  # every status write and event carries the next one; the row keeps the last
+    transition_seq: int = 0  # every status write and event carries the next one
+    status_seq: int = 0  # the sequence number of the last status write (the row's status_seq once it lands)
     stale_after_secs: int = 180
     last_beat_at: float | None = None  # last agent news the workflow saw (epoch seconds)
     rescue_grace_secs: int = 86400

@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.calls import local, store
 from workflows.stopping import StopOutcome, Stopper
 
 with workflow.unsafe.imports_passed_through():
@@ -23,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.contract import ActivityErrorType, Rejection, Signal, Update
     from domain.events import EventType
     from domain.failures import start_failure_message
-    from domain.lifecycle import Timer, armed, arms_on_entry, next_due
+    from domain.lifecycle import Timer, armed, arms_on_entry, next_due, rearm
     from domain.models import (
         ActionResult,
         BootstrapFailedSignal,
@@ -60,7 +61,6 @@ with workflow.unsafe.imports_passed_through():
         on_stale,
     )
 
-_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 # The row may not be committed yet when the first task runs; one that never appears means the
 # create was rolled back. Waits are workflow timers (~1 minute in all), then the workflow gives up.
 _FIND_ROW_WAITS = (0.5, 1, 2, 4, 8, 15, 30)
@@ -68,7 +68,6 @@ _START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 # A start heartbeats while it launches: a worker killed mid-start is noticed this fast, and the
 # start can be told to give up when the workspace moves on.
 _START_HEARTBEAT = timedelta(seconds=10)
-_LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 _RESCUE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 _RESCUE_BUDGET = timedelta(seconds=45)
 
@@ -165,7 +164,9 @@ class WorkspaceWorkflow:
             payload: dict[str, Any] = {"reason": "operator"}
             if req is not None and req.cascade_of:
                 payload["cascade_of"] = req.cascade_of
-            await self._set_status(WorkspaceStatus.PAUSED, EventType.WORKSPACE_PAUSED, payload, local=True)
+            await self._set_status(
+                WorkspaceStatus.PAUSED, EventType.WORKSPACE_PAUSED, payload, in_update=True
+            )
             self.inbox.append(Command(CommandKind.PAUSE))
         return ActionResult(WorkspaceStatus.PAUSED)
 
@@ -176,7 +177,10 @@ class WorkspaceWorkflow:
     @workflow.update(name=Update.HIBERNATE)
     async def hibernate(self) -> ActionResult:
         await self._set_status(
-            WorkspaceStatus.HIBERNATING, EventType.WORKSPACE_HIBERNATING, {"reason": "operator"}, local=True
+            WorkspaceStatus.HIBERNATING,
+            EventType.WORKSPACE_HIBERNATING,
+            {"reason": "operator"},
+            in_update=True,
         )
         self.inbox.append(Command(CommandKind.HIBERNATE, "operator"))
         return ActionResult(WorkspaceStatus.HIBERNATING)
@@ -196,7 +200,9 @@ class WorkspaceWorkflow:
             payload: dict[str, Any] = {"cascade_deleted": req.cascade_deleted}
             if req.cascade_of:
                 payload["cascade_of"] = req.cascade_of
-            await self._set_status(WorkspaceStatus.REMOVED, EventType.WORKSPACE_REMOVED, payload, local=True)
+            await self._set_status(
+                WorkspaceStatus.REMOVED, EventType.WORKSPACE_REMOVED, payload, in_update=True
+            )
         teardown = self.state.teardown
         return ActionResult(WorkspaceStatus.REMOVED, teardown="complete" if teardown.complete else "pending")
 
@@ -288,19 +294,8 @@ class WorkspaceWorkflow:
         self.state.due[Timer.DEADLINE] = anchor + plan.timeout_secs
         if plan.missing_env:
             self.state.provisioned = True
-            names = ", ".join(plan.missing_env)
-            error = f"missing required env: {names}"
-            await self._set_status(
-                WorkspaceStatus.FAILED,
-                EventType.WORKSPACE_PROVISION_FAILED,
-                {
-                    "error": error,
-                    "missing": plan.missing_env,
-                    "runtime": self.inp.runtime,
-                    "source": "preflight",
-                },
-                last_sample_error=error,
-            )
+            error = f"missing required env: {', '.join(plan.missing_env)}"
+            await self._fail_boot("preflight", error, {"missing": plan.missing_env}, capture=False)
             return
         # The start runs beside the deadline wait: a slow start never delays the deadline verdict.
         self._start_task = asyncio.create_task(self._start_instance(self.state.generation, plan.timeout_secs))
@@ -309,17 +304,18 @@ class WorkspaceWorkflow:
         inp = self.inp
         deadline_at = self.state.due[Timer.DEADLINE]
         try:
+            req = StartRequest(
+                inp.workspace_id,
+                inp.runtime,
+                inp.backend,
+                inp.template,
+                generation,
+                deadline_at,
+                timeout_secs,
+            )
             result = await workflow.execute_activity(
                 contract.start_instance,
-                StartRequest(
-                    inp.workspace_id,
-                    inp.runtime,
-                    inp.backend,
-                    inp.template,
-                    generation,
-                    deadline_at,
-                    timeout_secs,
-                ),
+                req,
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=_START_HEARTBEAT,
                 # Retry until the deadline: the deadline verdict stays the one timeout path.
@@ -335,16 +331,8 @@ class WorkspaceWorkflow:
             kind = cause.type if isinstance(cause, ApplicationError) else None
             if kind == ActivityErrorType.SUPERSEDED:
                 return
-            error = start_failure_message(kind)
             detail = cause.message if isinstance(cause, ApplicationError) else ""
-            await self._set_status(
-                WorkspaceStatus.FAILED,
-                EventType.WORKSPACE_PROVISION_FAILED,
-                {"error": error, "runtime": inp.runtime, "source": "start_failed"},
-                last_sample_error=error,
-                from_statuses=(WorkspaceStatus.PROVISIONING,),
-            )
-            self._capture_rescue("start_failed", detail=detail)
+            await self._fail_boot("start_failed", start_failure_message(kind), {}, detail=detail)
         except asyncio.CancelledError:
             return  # the workspace moved on; whatever the attempt launched is stopped by the caller
         finally:
@@ -355,11 +343,8 @@ class WorkspaceWorkflow:
         inp = self.inp
         for wait in (*_FIND_ROW_WAITS, None):
             try:
-                return await workflow.execute_activity(
-                    contract.prepare_provision,
-                    ProvisionRequest(inp.workspace_id, inp.runtime, inp.template),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=_DB_RETRY,
+                return await store(
+                    contract.prepare_provision, ProvisionRequest(inp.workspace_id, inp.runtime, inp.template)
                 )
             except ActivityError as err:
                 cause = err.cause
@@ -373,42 +358,38 @@ class WorkspaceWorkflow:
         return None
 
     async def _on_deadline(self) -> None:
-        self.state.due.pop(Timer.DEADLINE, None)
-        wrote = await self._set_status(
-            WorkspaceStatus.FAILED,
-            EventType.WORKSPACE_PROVISION_FAILED,
-            {
-                "error": PROVISION_TIMEOUT_ERROR,
-                "timeout_secs": self.state.timeout_secs,
-                "runtime": self.inp.runtime,
-                "source": "provision_timeout",
-                "deadline_at": self.state.deadline_at,
-            },
-            last_sample_error=PROVISION_TIMEOUT_ERROR,
-            from_statuses=(WorkspaceStatus.PROVISIONING,),
-        )
-        if wrote:
-            self._capture_rescue("provision_timeout")
+        deadline_at = self.state.due.pop(Timer.DEADLINE, None)
+        extra = {"timeout_secs": self.state.timeout_secs, "deadline_at": deadline_at}
+        await self._fail_boot("provision_timeout", PROVISION_TIMEOUT_ERROR, extra)
 
     async def _on_bootstrap_failed(self, signal: BootstrapFailedSignal) -> None:
         if self.state.status != WorkspaceStatus.PROVISIONING:
             return  # provisioning → failed only; the API answered 409 for anything else
         log_tail = truncate_utf8(signal.log_tail)
         error = "bootstrap failed (reported by the boot watcher)"
+        await self._fail_boot("bootstrap_watcher", error, {"log_tail": log_tail}, log_tail=log_tail)
+
+    async def _fail_boot(
+        self,
+        source: str,
+        error: str,
+        extra: dict[str, Any],
+        *,
+        capture: bool = True,
+        log_tail: str = "",
+        detail: str = "",
+    ) -> None:
+        """provisioning → failed with the verdict's evidence, then (best effort) its rescue bundle."""
+        payload = {"error": error, "runtime": self.inp.runtime, "source": source, **extra}
         wrote = await self._set_status(
             WorkspaceStatus.FAILED,
             EventType.WORKSPACE_PROVISION_FAILED,
-            {
-                "error": error,
-                "runtime": self.inp.runtime,
-                "source": "bootstrap_watcher",
-                "log_tail": log_tail,
-            },
+            payload,
             last_sample_error=error,
             from_statuses=(WorkspaceStatus.PROVISIONING,),
         )
-        if wrote:
-            self._capture_rescue("bootstrap_watcher", log_tail)
+        if wrote and capture:
+            self._capture_rescue(source, log_tail, detail)
 
     def _capture_rescue(self, reason: str, log_tail: str = "", detail: str = "") -> None:
         """Evidence for a failed boot, captured after the flip so it never delays the verdict."""
@@ -438,15 +419,10 @@ class WorkspaceWorkflow:
         old = self.state.instance_id
         stopped = await self._release_instances()
         if stopped:
-            await self._remove_volumes()
-        await self._record_event(
-            EventType.WORKSPACE_RESCUE_REAPED,
-            {
-                "instance_id": old,
-                "volumes_removed": stopped,
-                "rescue_grace_secs": self.state.rescue_grace_secs,
-            },
-        )
+            await self._stopper.remove_volumes()
+        grace = self.state.rescue_grace_secs
+        reaped = {"instance_id": old, "volumes_removed": stopped, "rescue_grace_secs": grace}
+        await self._record_event(EventType.WORKSPACE_RESCUE_REAPED, reaped)
 
     # --- operator commands ----------------------------------------------------------------------
 
@@ -513,21 +489,16 @@ class WorkspaceWorkflow:
         stopped = True
         if self.inp.backend != "external":
             below = below_generation if below_generation is not None else self.state.generation + 1
-            outcome = await self._stopper.stop_bounded(self.state.instance_id, below, self._reaper_id())
+            reaper_id = f"reaper-{self.inp.workspace_id}-{self.state.generation}-{self.state.transition_seq}"
+            outcome = await self._stopper.stop_bounded(self.state.instance_id, below, reaper_id)
             stopped = outcome == StopOutcome.STOPPED
         self.state.instance_id = None
         return stopped
-
-    def _reaper_id(self) -> str:
-        return f"reaper-{self.inp.workspace_id}-{self.state.generation}-{self.state.transition_seq}"
 
     def _on_leak_change(self, suspect: bool) -> None:
         workflow.upsert_search_attributes([sa.LEAK_SUSPECT.value_set(suspect)])
         if self.state.teardown is not None:
             self.state.teardown.leak_suspect = suspect
-
-    async def _remove_volumes(self) -> None:
-        await self._stopper.remove_volumes()
 
     async def _teardown(self) -> None:
         """Delete: stop every instance (never giving up), then remove volumes, then complete."""
@@ -542,7 +513,7 @@ class WorkspaceWorkflow:
             teardown.instance_stopped = True
             await self._record_teardown()
         if not teardown.volumes_removed:
-            await self._remove_volumes()  # only ever after a confirmed stop
+            await self._stopper.remove_volumes()  # only ever after a confirmed stop
             teardown.volumes_removed = True
         teardown.complete = True
         await self._record_teardown()
@@ -562,28 +533,18 @@ class WorkspaceWorkflow:
 
     async def _record_teardown(self) -> None:
         assert self.state.teardown is not None
-        await workflow.execute_activity(
-            contract.record_teardown,
-            TeardownRecord(self.inp.workspace_id, replace(self.state.teardown)),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_DB_RETRY,
+        await store(
+            contract.record_teardown, TeardownRecord(self.inp.workspace_id, replace(self.state.teardown))
         )
 
     # --- liveness and idleness ------------------------------------------------------------------
 
     async def _liveness_report(self, check_instance: bool) -> LivenessReport:
-        return await workflow.execute_local_activity(
-            contract.check_liveness,
-            LivenessRequest(
-                self.inp.workspace_id,
-                self.inp.backend,
-                self.state.instance_id,
-                self.state.stale_after_secs,
-                check_instance,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_LOCAL_RETRY,
+        inp, state = self.inp, self.state
+        req = LivenessRequest(
+            inp.workspace_id, inp.backend, state.instance_id, state.stale_after_secs, check_instance
         )
+        return await local(contract.check_liveness, req)
 
     async def _check_liveness(self) -> None:
         """The timer fired: confirm from Postgres before acting, re-arm when a beat arrived."""
@@ -617,12 +578,7 @@ class WorkspaceWorkflow:
 
     async def _check_idle(self) -> None:
         """Hibernate after `hibernation_idle_minutes` without activity, confirmed from Postgres."""
-        report = await workflow.execute_local_activity(
-            contract.check_idle,
-            self.inp.workspace_id,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_LOCAL_RETRY,
-        )
+        report = await local(contract.check_idle, self.inp.workspace_id)
         now = self._now()
         idle = self._idle_secs()
         last_active = report.last_active_at or now
@@ -672,7 +628,7 @@ class WorkspaceWorkflow:
         *,
         last_sample_error: str | None = None,
         clear_sample_error: bool = False,
-        local: bool = False,
+        in_update: bool = False,
         from_statuses: tuple[WorkspaceStatus, ...] | None = None,
         generation: int | None = None,
     ) -> bool:
@@ -700,48 +656,27 @@ class WorkspaceWorkflow:
             )
             self._arm_timers_for(status)
             self.state.status = status
+            self.state.status_seq = self.state.transition_seq
             workflow.upsert_search_attributes([sa.WORKSPACE_STATUS.value_set(status.value)])
-            if local:  # answered inside an update: one workflow task instead of an activity round trip
-                await workflow.execute_local_activity(
-                    contract.record_status,
-                    change,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=_LOCAL_RETRY,
-                )
-            else:
-                await workflow.execute_activity(
-                    contract.record_status,
-                    change,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=_DB_RETRY,
-                )
+            # Answered inside an update: a local activity, one workflow task instead of a round trip.
+            await (local if in_update else store)(contract.record_status, change)
             return True
 
     def _arm_timers_for(self, status: WorkspaceStatus) -> None:
-        now = self._now()
-        due = self.state.due
-        for timer in [Timer(t) for t in due if Timer(t) not in armed(status)]:
-            del due[timer]
-        for timer in arms_on_entry(self.state.status, status):
-            if timer == Timer.LIVENESS:
-                # Becoming live arms the liveness timer one stale window from now.
-                self.state.last_beat_at = max(self.state.last_beat_at or 0.0, now)
-                due[timer] = now + self.state.stale_after_secs
-            elif timer == Timer.IDLE and self.inp.hibernation_idle_minutes > 0:
-                due[timer] = now + self._idle_secs()
-            elif timer == Timer.RESCUE_GRACE:
-                due[timer] = now + self.state.rescue_grace_secs
+        now, state = self._now(), self.state
+        if Timer.LIVENESS in arms_on_entry(state.status, status):
+            state.last_beat_at = max(state.last_beat_at or 0.0, now)  # live from now on
+        state.due = rearm(
+            state.due,
+            state.status,
+            status,
+            now,
+            stale_after=state.stale_after_secs,
+            idle_after=self._idle_secs() or None,
+            rescue_grace=state.rescue_grace_secs,
+        )
 
     async def _record_event(self, event_type: EventType, payload: dict[str, Any]) -> None:
         self.state.transition_seq += 1
-        await workflow.execute_activity(
-            contract.record_event,
-            EventRecord(
-                self.inp.workspace_id,
-                event_type.value,
-                payload,
-                f"{workflow.info().workflow_id}:{self.state.transition_seq}",
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_DB_RETRY,
-        )
+        key = f"{workflow.info().workflow_id}:{self.state.transition_seq}"
+        await store(contract.record_event, EventRecord(self.inp.workspace_id, event_type.value, payload, key))

@@ -1,6 +1,8 @@
 """Chaos: 100 workspaces (half process, half docker) created, half restarted, all deleted, while the
-backends' stop fails ~30% of calls at random and the worker is killed -9 three times. After
-convergence nothing may be left: no process, container or volume, no live row, no running workflow."""
+backends' stop fails ~30% of calls at random, the worker is killed -9 three times and the Temporal
+server twice (during starts and during teardowns). Reconcile is off: teardown alone must leave
+nothing, no process, container or volume, no live row, no running workflow; and while they run, no
+row may disagree with its workflow's status."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from temporalio.client import Client
 
 from backends.docker import LABEL_MANAGED, LABEL_PLATFORM
 from backends.process import ProcessProvisioner
+from domain import contract
+from domain.models import workflow_id_for
 from store.db import create_pool
 from tests.integration.api import create
 
@@ -51,20 +55,50 @@ async def gather_limited(limit: int, coros: list) -> list:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def test_chaos_never_leaks(make_stack, docker_client, agent_image, database_url, tmp_path):
+async def inconsistent_rows(temporal: Client, pool, ids: list[str], settle: float = 120) -> list[str]:
+    """Workspaces whose row status differs from their workflow's, once the row has caught up with
+    the workflow's last status write (same sequence number); a write still in flight is waited for."""
+    pending = set(ids)
+    wrong: list[str] = []
+    deadline = time.monotonic() + settle
+    while pending and time.monotonic() < deadline:
+        for w in sorted(pending):
+            state = await temporal.get_workflow_handle(workflow_id_for(w)).query(contract.STATE_QUERY)
+            row = await pool.fetchrow(
+                "SELECT status::text AS status, status_seq FROM workspaces WHERE id = $1", w
+            )
+            if row["status_seq"] == state["status_seq"]:
+                pending.discard(w)
+                if row["status"] != state["status"]:
+                    wrong.append(f"{w}: row {row['status']}, workflow {state['status']}")
+        if pending:
+            await asyncio.sleep(0.5)
+    return wrong + [f"{w}: row never caught up" for w in sorted(pending)]
+
+
+async def test_chaos_never_leaks(
+    make_stack, own_temporal, docker_client, agent_image, database_url, tmp_path
+):
     seed = os.environ.get("CHAOS_SEED") or str(random.randrange(1 << 30))
     stack = await make_stack(
         worker_module="tests.integration.chaos_worker",
+        temporal=own_temporal.address,
         TEMPLATES_DIR=templates(tmp_path / "templates", agent_image),
         CHAOS_STOP_FAILURE_RATE="0.3",
         CHAOS_SEED=seed,
         DOCKER_NETWORK="host",
+        RECONCILE_ENABLED="false",
     )
     rng = random.Random(seed)
 
     def kill_and_restart_worker() -> None:
         stack.kill_worker(stack.workers[-1])
         stack.start_worker()
+
+    async def kill_and_restart_temporal() -> None:
+        own_temporal.kill()
+        own_temporal.start()
+        await own_temporal.wait_ready(60)
 
     started = time.monotonic()
     async with stack.client() as client:
@@ -74,11 +108,15 @@ async def test_chaos_never_leaks(make_stack, docker_client, agent_image, databas
         )
         ids = [c["workspace"]["id"] for c in created]
         kill_and_restart_worker()  # 1: while instances are starting
+        await kill_and_restart_temporal()  # and the server, while starts are in flight
 
         restarted = rng.sample(ids, WORKSPACES // 2)
         replies = await gather_limited(10, [client.post(f"/workspaces/{w}/restart") for w in restarted])
         assert all(r.status_code == 202 for r in replies), [r.text for r in replies if r.status_code != 202]
         kill_and_restart_worker()  # 2: while old instances are being stopped
+        temporal = await Client.connect(stack.temporal_address)
+        pool = await create_pool(database_url)
+        inconsistent = await inconsistent_rows(temporal, pool, ids)
 
         replies = await gather_limited(10, [client.delete(f"/workspaces/{w}") for w in ids])
         assert all(r.status_code in (200, 202) for r in replies), [
@@ -86,10 +124,9 @@ async def test_chaos_never_leaks(make_stack, docker_client, agent_image, databas
         ]
         assert all(r.json()["status"] == "removed" for r in replies)
         kill_and_restart_worker()  # 3: while teardowns are retrying
+        await kill_and_restart_temporal()  # and the server, while teardowns are retrying
 
-    temporal = await Client.connect(stack.temporal_address)
     process = ProcessProvisioner(stack.data_dir, stack.platform_id)
-    pool = await create_pool(database_url)
 
     async def census() -> dict[str, int]:
         running = 0
@@ -130,10 +167,12 @@ async def test_chaos_never_leaks(make_stack, docker_client, agent_image, databas
         )
         print(
             f"\nchaos seed={seed}: {WORKSPACES} workspaces, {len(restarted)} restarted, all deleted, "
-            f"3 worker kills, {injected} injected stop failures, {leak_events} leak-suspect events; "
+            f"3 worker kills, 2 Temporal server kills, {injected} injected stop failures, "
+            f"{leak_events} leak-suspect events, {len(inconsistent)} inconsistent rows; reconcile off; "
             f"converged in {time.monotonic() - started:.0f}s; after: {counts}"
         )
         assert counts == dict.fromkeys(counts, 0), f"leaked after {CONVERGE_SECONDS}s: {counts}"
+        assert inconsistent == [], inconsistent
         assert injected > 0, "the fault injection never fired"
         removed = await pool.fetchval(
             "SELECT count(*) FROM workspaces WHERE id = ANY($1::uuid[]) AND status = 'removed'", ids

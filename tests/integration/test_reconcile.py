@@ -88,9 +88,9 @@ async def test_reconcile_reaps_orphans_strays_and_closed_removed_rows_only(
             live = (await create(client, runtime="claude-code", env={"HEARTBEAT_INTERVAL": "1"}))[
                 "workspace"
             ]["id"]
+            await events.wait_type("WORKSPACE_ONLINE", live)
             stray_instance = await elsewhere.start(spec(live))  # a launch that outlived its attempt
             assert stray_instance
-            await events.wait_type("WORKSPACE_ONLINE", live)
             # A removed row whose workflow is closed, and whose instance somehow still runs.
             ghost = (await create(client, external=True))["workspace"]["id"]
             await temporal.get_workflow_handle(workflow_id_for(ghost)).terminate("simulated crash")
