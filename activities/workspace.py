@@ -95,7 +95,7 @@ class WorkspaceActivities:
 
     @implements(contract.prepare_provision)
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
-        if not await ws_store.exists(self.pool, req.workspace_id):
+        if not await ws_store.row_committed(self.pool, req.workspace_id):
             # The API inserts the row in the transaction that starts the workflow: it may not be
             # committed yet, or it was rolled back. The workflow waits on timers and asks again.
             raise not_found(req.workspace_id)

@@ -1,8 +1,9 @@
 """Deadline precision on the real dev server.
 
-N workspaces whose agents never register, with a D-second deadline. For each: (failed event
-persisted - deadline). Baseline, measured in the same run on the same rows: the sweep this replaces,
-a loop that every 30 s selects provisioning rows past their deadline.
+N workspaces whose agents never register, with a D-second deadline, created at once. For each:
+(failed event persisted - (row created_at + D)), so the lag counts from the operator's click, and the
+burst's own start-up cost is part of it. Baseline, measured in the same run on the same rows: the
+sweep this replaces, a loop that every 30 s selects provisioning rows past their deadline.
 
     python -m bench.deadline_precision [--workspaces 50] [--deadline 5] [--sweep-interval 30]
 """
@@ -16,7 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -93,7 +94,8 @@ async def main() -> None:
             give_up = time.monotonic() + args.deadline + 120
             while time.monotonic() < give_up:
                 rows = await conn.fetch(
-                    """SELECT w.id::text AS id, w.provision_deadline_at, e.created_at
+                    """SELECT w.id::text AS id, w.provision_deadline_at, e.created_at,
+                              w.created_at AS row_created_at
                        FROM workspaces w JOIN structure_events e
                          ON e.workspace_id = w.id AND e.event_type = 'WORKSPACE_PROVISION_FAILED'
                        WHERE w.id = ANY($1::uuid[])""",
@@ -115,7 +117,8 @@ async def main() -> None:
         finally:
             await conn.close()
 
-        lags = [(r["created_at"] - r["provision_deadline_at"]).total_seconds() for r in rows]
+        due = timedelta(seconds=args.deadline)
+        lags = [(r["created_at"] - (r["row_created_at"] + due)).total_seconds() for r in rows]
         sweep_lags = [(swept[i] - deadlines[i]).total_seconds() for i in deadlines if i in swept]
         print(f"failed on time: {len(rows)}/{len(ids)}")
         print(
@@ -129,11 +132,12 @@ async def main() -> None:
                 "deadline - create", [(r["deadline"] - r["created"]).total_seconds() for r in started_rows]
             )
         )
-        print(describe("workflow timer (this)", lags))
+        print(describe("workflow timer (this), from created_at + timeout", lags))
         print(describe(f"sweep every {args.sweep_interval:.0f}s (baseline)", sweep_lags))
         print(
             f"ratio p99 sweep/timer: {percentile(sweep_lags, 99) / max(percentile(lags, 99), 1e-6):.1f}x;"
-            f" goal p99 <= 1s: {'met' if percentile(lags, 99) <= 1 else 'NOT met'}"
+            f" goal p99 <= 250 ms from created_at + timeout: "
+            f"{'met' if percentile(lags, 99) <= 0.25 else 'NOT met'}"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,25 @@ class NewWorkspace:
     max_concurrent_tasks: int = 1
     budget_limit: int | None = None
     hibernation_idle_minutes: int = 0
+
+
+def _create_lock_key(workspace_id: str) -> int:
+    """A workspace's advisory-lock key: its UUID's first 8 bytes as a signed bigint."""
+    return int.from_bytes(uuid.UUID(workspace_id).bytes[:8], "big", signed=True)
+
+
+async def hold_create_lock(conn: asyncpg.Connection, workspace_id: str) -> None:
+    """Inside the create's transaction, before its workflow starts: held until commit or rollback."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _create_lock_key(workspace_id))
+
+
+async def row_committed(pool: asyncpg.Pool, workspace_id: str) -> bool:
+    """Whether the workspace's row exists, once the create that inserts it has committed or rolled
+    back: a workflow that runs before its create's commit waits for it instead of polling."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '10s'")
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _create_lock_key(workspace_id))
+        return bool(await conn.fetchval("SELECT 1 FROM workspaces WHERE id = $1", workspace_id))
 
 
 async def lock_live_parent(conn: asyncpg.Connection, parent_id: str) -> bool:

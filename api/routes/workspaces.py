@@ -100,6 +100,8 @@ async def create_workspace(
                 raise ApiError(
                     422, f"parent workspace {parent_id} does not exist or was removed", "unknown_parent"
                 )
+            # Held to the commit: the workflow's first activity waits on it rather than finding no row.
+            await ws_store.hold_create_lock(conn, workspace_id)
             created_at = await ws_store.insert_workspace(conn, new, body.env)
             await tokens.insert_token(conn, workspace_id, minted, "api")
             await event_store.insert_event(
