@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
 log = logging.getLogger("molecule.api")
@@ -104,7 +105,48 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning("database unavailable: %s", type(exc).__name__)
             return _reply(PlatformUnavailable())
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse({"error": "internal error", "code": "internal_error"}, status_code=500)
+
+_INTERNAL = b'{"error":"internal error","code":"internal_error"}'
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected exception with a normal 500 and keeps the connection.
+
+    Not an `exception_handler(Exception)`: Starlette runs that one in ServerErrorMiddleware, which
+    re-raises after replying, and uvicorn then closes the keep-alive connection under the client
+    (no `Connection: close`), so the client's next request on it fails. Once the reply has started
+    there is nothing to answer with: the exception goes on to the server, which drops the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_INTERNAL)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _INTERNAL})

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     update_reply_timeout_seconds: PositiveInt = 30
     continue_as_new_after_events: PositiveInt = 2000
     max_body_bytes: PositiveInt = 1024 * 1024
+    # The HTTP server under the API: request head size and header count, and how long a client has
+    # to send its request head and then its body.
+    http_max_header_bytes: PositiveInt = 64 * 1024
+    http_max_headers: PositiveInt = 100
+    http_header_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    http_body_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     @field_validator("*", mode="wrap")
     @classmethod
