@@ -17,6 +17,8 @@ log = logging.getLogger("molecule.api")
 
 
 class ApiError(Exception):
+    headers: dict[str, str] | None = None
+
     def __init__(self, status: int, error: str, code: str, **extra: Any) -> None:
         super().__init__(error)
         self.status = status
@@ -37,6 +39,17 @@ class OrchestratorUnavailable(ApiError):
         )
 
 
+class TooManyAuthFailures(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            429,
+            f"too many failed authentications from this address; retry in {retry_after}s",
+            "too_many_auth_failures",
+            retry_after=retry_after,
+        )
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 _TEMPORAL_DOWN = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
 _DB_DOWN: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
@@ -54,7 +67,9 @@ def is_temporal_unavailable(exc: BaseException) -> bool:
 
 
 def _reply(exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": exc.error, "code": exc.code, **exc.extra}, status_code=exc.status)
+    return JSONResponse(
+        {"error": exc.error, "code": exc.code, **exc.extra}, status_code=exc.status, headers=exc.headers
+    )
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     update_reply_timeout_seconds: PositiveInt = 30
     continue_as_new_after_events: PositiveInt = 2000
     max_body_bytes: PositiveInt = 1024 * 1024
+    # Wrong tokens (admin or workspace) per client address and minute before that address gets 429
+    # on every authenticated route until the minute is over; 0 disables the limit. Counted in
+    # memory by each API replica.
+    auth_failure_limit_per_minute: Annotated[int, Field(ge=0)] = 20
     # The HTTP server under the API: request head size and header count, and how long a client has
     # to send its request head and then its body.
     http_max_header_bytes: PositiveInt = 64 * 1024

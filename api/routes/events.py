@@ -11,9 +11,17 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import Operator, PlatformDep, PoolDep, existing_workspace_id
+from api.openapi import AUTHENTICATED, errors
 from store import events as event_store
 
-router = APIRouter(tags=["events"], dependencies=[Operator])
+router = APIRouter(tags=["events"], dependencies=[Operator], responses=AUTHENTICATED)
+# The 200 reply is a stream that ends only when the client leaves (or must reconnect).
+STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `id`, `event` (the event type) and `data` (the event as JSON)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -72,7 +80,7 @@ async def _stream(
     )
 
 
-@router.get("/events")
+@router.get("/events", response_class=StreamingResponse, responses=STREAM)
 async def all_events(
     platform: PlatformDep,
     pool: PoolDep,
@@ -82,7 +90,11 @@ async def all_events(
     return await _stream(platform, pool, None, _resume_point(since, last_event_id))
 
 
-@router.get("/workspaces/{workspace_id}/events")
+@router.get(
+    "/workspaces/{workspace_id}/events",
+    response_class=StreamingResponse,
+    responses=STREAM | errors(400, 404),
+)
 async def workspace_events(
     workspace_id: str,
     platform: PlatformDep,

@@ -18,7 +18,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Operator, PoolDep, SettingsDep, TemporalDep, existing_workspace_id, workspace_row
 from api.errors import ApiError, OrchestratorUnavailable, is_temporal_unavailable
-from api.schemas import ActionReply, BootstrapFailedBody, DeleteReply, RescueBundle
+from api.openapi import AUTHENTICATED, errors
+from api.schemas import ActionReply, BootstrapAccepted, BootstrapFailedBody, DeleteReply, RescueBundle
 from domain.events import EventType
 from domain.models import ActionResult, BootstrapFailedSignal, DeleteRequest, workflow_id_for
 from domain.status import WorkspaceStatus
@@ -29,8 +30,13 @@ from store import workspaces as ws_store
 from workflows.workspace import REJECT_EXTERNAL, REJECT_REMOVED, REJECT_STATE
 
 log = logging.getLogger("molecule.api")
-router = APIRouter(prefix="/workspaces", tags=["lifecycle"], dependencies=[Operator])
-admin_router = APIRouter(prefix="/admin/workspaces", tags=["admin"], dependencies=[Operator])
+router = APIRouter(prefix="/workspaces", tags=["lifecycle"], dependencies=[Operator], responses=AUTHENTICATED)
+admin_router = APIRouter(
+    prefix="/admin/workspaces", tags=["admin"], dependencies=[Operator], responses=AUTHENTICATED
+)
+# An action on one workspace: a bad id, an unknown or removed workspace, a state the action does not
+# apply to, and the workflow orchestrator refusing the update. Any POST body is size-capped.
+ACTION_ERRORS = errors(400, 404, 409, 410, 502)
 
 EXTERNAL_NOOP = "external agent: restart it on your side"
 
@@ -141,7 +147,12 @@ async def _teardown_done(client: Client, workspace_ids: list[str]) -> None:
     await asyncio.gather(*(one(w) for w in workspace_ids))
 
 
-@router.delete("/{workspace_id}", status_code=202, response_model=DeleteReply)
+@router.delete(
+    "/{workspace_id}",
+    status_code=202,
+    response_model=DeleteReply,
+    responses={200: {"model": DeleteReply, "description": "teardown completed"}, **ACTION_ERRORS},
+)
 async def delete_workspace(
     workspace_id: str,
     pool: PoolDep,
@@ -180,7 +191,14 @@ async def delete_workspace(
 # --- restart, pause, resume, hibernate ----------------------------------------------------------
 
 
-@router.post("/{workspace_id}/restart", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/restart",
+    status_code=202,
+    response_model=ActionReply,
+    responses={200: {"model": ActionReply, "description": "external agent: nothing to restart"}}
+    | ACTION_ERRORS
+    | errors(413),
+)
 async def restart_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> Any:
     row = await load(pool, workspace_id)
     if row["backend"] == "external":
@@ -189,7 +207,12 @@ async def restart_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDe
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
-@router.post("/{workspace_id}/pause", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/pause",
+    status_code=202,
+    response_model=ActionReply,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def pause_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
     row = await load(pool, workspace_id)
     below = [
@@ -201,7 +224,12 @@ async def pause_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep)
     return ActionReply(status=results[0].status, cascade_paused=len(below))
 
 
-@router.post("/{workspace_id}/resume", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/resume",
+    status_code=202,
+    response_model=ActionReply,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def resume_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if row["status"] not in RESUMABLE:
@@ -212,7 +240,12 @@ async def resume_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
-@router.post("/{workspace_id}/hibernate", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/hibernate",
+    status_code=202,
+    response_model=ActionReply,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def hibernate_workspace(workspace_id: str, pool: PoolDep, updates: UpdatesDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if not can_hibernate(row["status"], row["active_tasks"]):
@@ -229,7 +262,7 @@ async def hibernate_workspace(workspace_id: str, pool: PoolDep, updates: Updates
 # --- evidence and the boot watcher -------------------------------------------------------------
 
 
-@router.get("/{workspace_id}/rescue", response_model=RescueBundle)
+@router.get("/{workspace_id}/rescue", response_model=RescueBundle, responses=errors(400, 404))
 async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
     wid = await existing_workspace_id(pool, workspace_id)
     bundle = await rescue_store.latest_bundle(pool, wid)
@@ -240,7 +273,12 @@ async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
     return RescueBundle(**bundle)
 
 
-@admin_router.post("/{workspace_id}/bootstrap-failed", status_code=202)
+@admin_router.post(
+    "/{workspace_id}/bootstrap-failed",
+    status_code=202,
+    response_model=BootstrapAccepted,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def bootstrap_failed(
     workspace_id: str, body: BootstrapFailedBody, pool: PoolDep, client: TemporalDep
 ) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from temporalio.service import RPCError
 
 from api.deps import Operator, PlatformDep, PoolDep, TemporalDep, workspace_row
 from api.errors import ApiError, OrchestratorUnavailable, PlatformUnavailable, is_temporal_unavailable
+from api.openapi import AUTHENTICATED, errors
 from api.platform import Platform
 from api.routes.lifecycle import removed_error
 from api.schemas import CreatedWorkspace, CreateWorkspace, Workspace
@@ -25,7 +26,9 @@ from store import workspaces as ws_store
 from workflows.workspace import WorkspaceWorkflow
 
 log = logging.getLogger("molecule.api")
-router = APIRouter(prefix="/workspaces", tags=["workspaces"], dependencies=[Operator])
+router = APIRouter(
+    prefix="/workspaces", tags=["workspaces"], dependencies=[Operator], responses=AUTHENTICATED
+)
 
 
 def to_public(platform: Platform, row: dict[str, Any]) -> Workspace:
@@ -60,7 +63,7 @@ async def _start_workflow(
     )
 
 
-@router.post("", status_code=201, response_model=CreatedWorkspace)
+@router.post("", status_code=201, response_model=CreatedWorkspace, responses=errors(413, 502))
 async def create_workspace(
     body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, client: TemporalDep
 ) -> CreatedWorkspace:
@@ -158,7 +161,7 @@ async def list_workspaces(
     return [to_public(platform, r) for r in rows]
 
 
-@router.get("/{workspace_id}", response_model=Workspace)
+@router.get("/{workspace_id}", response_model=Workspace, responses=errors(400, 404, 410))
 async def get_workspace(
     workspace_id: str,
     platform: PlatformDep,
