@@ -77,6 +77,14 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _invalid(fields: list[dict[str, str]]) -> JSONResponse:
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return JSONResponse(
+        {"error": f"invalid request: {summary}", "code": "validation_error", "fields": fields},
+        status_code=422,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -93,14 +101,15 @@ def install_error_handlers(app: FastAPI) -> None:
             fields.append(
                 {"field": _field_name(loc), "location": ".".join(map(str, loc)), "message": message}
             )
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return JSONResponse(
-            {"error": f"invalid request: {summary}", "code": "validation_error", "fields": fields},
-            status_code=422,
-        )
+        return _invalid(fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI decodes a JSON body as UTF-8 and turns a failure into a bare 400; it is a
+            # malformed body like any other (the heartbeat's own parser says so too).
+            message = "malformed JSON: the body is not valid UTF-8"
+            return _invalid([{"field": "body", "location": "body", "message": message}])
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": str(exc.detail), "code": code}, status_code=exc.status_code)
 
