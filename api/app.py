@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.body_limit import BodyLimitMiddleware
-from api.errors import install_error_handlers
+from api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from api.platform import Platform
 from api.routes import events, lifecycle, registry, system, workspaces
 from config.settings import Settings, get_settings
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Molecule", version=__version__, lifespan=lifespan)
     app.state.platform = platform
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)  # outermost of ours: it sees every route's failure
     install_error_handlers(app)
     for router in (
         workspaces.router,

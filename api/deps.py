@@ -7,9 +7,10 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiError
+from api.errors import ApiError, TooManyAuthFailures
 from api.gateway import WorkflowGateway
 from api.platform import Platform
 from config.settings import Settings
@@ -58,9 +59,34 @@ def bearer(authorization: str | None) -> str | None:
     return value.strip()
 
 
-async def require_operator(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def client_address(request: Request) -> str:
+    """The peer address uvicorn reports (X-Forwarded-For only from its `forwarded_allow_ips`)."""
+    return request.client.host if request.client else ""
+
+
+def check_auth_limit(platform: Platform, address: str) -> None:
+    """429 for an address with too many failed authentications in the current window (O(1))."""
+    retry_after = platform.auth_failures.retry_after(address)
+    if retry_after is not None:
+        raise TooManyAuthFailures(retry_after)
+
+
+# Security schemes, so the OpenAPI document says which token each route takes. Parsing matches
+# `bearer()`: no header, another scheme or an empty token is "missing".
+_admin_bearer = HTTPBearer(
+    scheme_name="AdminToken", description="Authorization: Bearer <ADMIN_TOKEN>", auto_error=False
+)
+_workspace_bearer = HTTPBearer(
+    scheme_name="WorkspaceToken",
+    description="Authorization: Bearer <workspace token> (returned once by POST /workspaces)",
+    auto_error=False,
+)
+AdminBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)]
+WorkspaceBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_workspace_bearer)]
+
+
+async def require_operator(request: Request, platform: PlatformDep, credentials: AdminBearer) -> None:
+    settings = platform.settings
     if not settings.admin_token:
         if settings.molecule_env == "development":
             return
@@ -69,10 +95,12 @@ async def require_operator(
             "operator routes need ADMIN_TOKEN, which is not configured (set it, or MOLECULE_ENV=development)",
             "admin_token_unset",
         )
-    token = bearer(authorization)
-    if token is None:
+    address = client_address(request)
+    check_auth_limit(platform, address)
+    if credentials is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)", "unauthorized")
-    if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
+        platform.auth_failures.failed(address)
         raise ApiError(401, "invalid admin token", "unauthorized")
 
 
@@ -80,13 +108,16 @@ Operator = Depends(require_operator)
 
 
 async def require_workspace_token(
-    platform: PlatformDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, platform: PlatformDep, credentials: WorkspaceBearer
 ) -> TokenOwner:
-    token = bearer(authorization)
-    if token is None:
+    address = client_address(request)
+    check_auth_limit(platform, address)
+    if credentials is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized")
-    owner = await tokens.authenticate(await platform.pool(), token)
+    owner = await tokens.authenticate(await platform.pool(), credentials.credentials)
     if owner is None:
+        if not await tokens.was_issued(await platform.pool(), credentials.credentials):
+            platform.auth_failures.failed(address)
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
     if owner.workspace_removed:
         raise ApiError(

@@ -8,6 +8,7 @@ import logging
 import asyncpg
 from temporalio.client import Client
 
+from api.auth_limit import AuthFailureLimiter
 from api.beat_writer import BeatWriter
 from api.errors import OrchestratorUnavailable, PlatformUnavailable
 from api.event_hub import EventHub
@@ -29,6 +30,7 @@ class Platform:
         self.hub = EventHub(settings.database_url or "")
         self.inbound_secrets = InboundSecretCache()
         self.news = NewsGate()
+        self.auth_failures = AuthFailureLimiter(settings.auth_failure_limit_per_minute)
         self._pool: asyncpg.Pool | None = None
         self._client: Client | None = None
         self._lock = asyncio.Lock()

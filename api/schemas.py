@@ -205,3 +205,38 @@ class HeartbeatBody(BaseModel):
 class HeartbeatReply(BaseModel):
     status: str
     platform_inbound_secret: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error reply: a message for people and a stable code for programs. Some codes add fields
+    (a removed workspace's `id`, `removed_at` and `hint`; `current_status`; `retry_after`; ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    code: str
+
+
+class FieldError(BaseModel):
+    field: str
+    location: str
+    message: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """422: `fields` names each invalid field (code `validation_error`); some checks that need the
+    platform's state (an unknown template or parent) answer 422 without it."""
+
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class BootstrapAccepted(BaseModel):
+    accepted: bool
+    log_tail_bytes: int
+    log_tail_status: str = Field(description="redacted | empty | dropped: why (it could not be redacted)")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Literal["ok", "unavailable"]]
+    code: str | None = None

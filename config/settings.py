@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     # before it records or returns anything, so a test can kill the worker at the worst moment.
     fault_hold_start: Path | None = Field(default=None, validation_alias="MOLECULE_FAULT_HOLD_START")
     max_body_bytes: PositiveInt = 1024 * 1024
+    # Wrong tokens (admin or workspace) per client address and minute before that address gets 429
+    # on every authenticated route until the minute is over; 0 disables the limit. Counted in
+    # memory by each API replica.
+    auth_failure_limit_per_minute: Annotated[int, Field(ge=0)] = 20
+    # The HTTP server under the API: request head size and header count, and how long a client has
+    # to send its request head and then its body.
+    http_max_header_bytes: PositiveInt = 64 * 1024
+    http_max_headers: PositiveInt = 100
+    http_header_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    http_body_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     @field_validator("*", mode="wrap")
     @classmethod

@@ -83,13 +83,16 @@ def api(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8080,
 ) -> None:
-    """Serve the HTTP API under uvicorn."""
+    """Serve the HTTP API under uvicorn, with the header limits and read timeouts of api/server.py."""
     import uvicorn
 
     from api.app import create_app
+    from api.server import server_config
+    from config.settings import get_settings
 
     _logging()
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+    settings = get_settings()
+    uvicorn.Server(server_config(create_app(settings), host, port, settings)).run()
     _hard_exit(0)
 
 

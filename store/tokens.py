@@ -80,3 +80,11 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> TokenOwner | None:
         # At most one write a minute per token: heartbeats arrive every 30 s from every agent.
         await pool.execute("UPDATE workspace_auth_tokens SET last_used_at = now() WHERE id = $1", row["id"])
     return TokenOwner(row["id"], row["workspace_id"])
+
+
+async def was_issued(pool: asyncpg.Pool, token: str) -> bool:
+    """Whether this token was ever issued (revoked since, or not): a stale token is not a guess."""
+    found: bool = await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM workspace_auth_tokens WHERE token_hash = $1)", hash_token(token)
+    )
+    return found

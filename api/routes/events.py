@@ -19,12 +19,20 @@ from fastapi.responses import StreamingResponse
 from api.deps import Operator, PlatformDep, PoolDep, existing_workspace_id
 from api.errors import ApiError
 from api.event_hub import Subscription
+from api.openapi import AUTHENTICATED, errors
 from api.schemas import INT8_MAX
 from domain.event_delivery import DeliveredIds
 from store import events as event_store
 
 log = logging.getLogger("molecule.events")
-router = APIRouter(tags=["events"], dependencies=[Operator])
+router = APIRouter(tags=["events"], dependencies=[Operator], responses=AUTHENTICATED)
+# The 200 reply is a stream that ends only when the client leaves (or must reconnect).
+STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `id`, `event` (the event type) and `data` (the event as JSON)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 KEEPALIVE_SECONDS = 15.0
 # After the hub dropped notifications, the table is read again from this far below the highest id
 # sent: rows that committed late with a lower id are found there, and what was sent is skipped.
@@ -156,7 +164,7 @@ LastEventId = Annotated[
 ]
 
 
-@router.get("/events")
+@router.get("/events", response_class=StreamingResponse, responses=STREAM)
 async def all_events(
     platform: PlatformDep, pool: PoolDep, since: Since = None, last_event_id: LastEventId = None
 ) -> StreamingResponse:
@@ -164,7 +172,11 @@ async def all_events(
     return await _stream(platform, pool, None, resume)
 
 
-@router.get("/workspaces/{workspace_id}/events")
+@router.get(
+    "/workspaces/{workspace_id}/events",
+    response_class=StreamingResponse,
+    responses=STREAM | errors(400, 404),
+)
 async def workspace_events(
     workspace_id: str,
     platform: PlatformDep,

@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from api.deps import GatewayDep, Operator, PoolDep, existing_workspace_id, workspace_row
 from api.errors import ApiError
 from api.gateway import WorkflowGateway, WorkflowNotRunning, removed_error
-from api.schemas import ActionReply, BootstrapFailedBody, DeleteReply, RescueBundle
+from api.openapi import AUTHENTICATED, errors
+from api.schemas import ActionReply, BootstrapAccepted, BootstrapFailedBody, DeleteReply, RescueBundle
 from domain.contract import Signal, Update
 from domain.events import EventType
 from domain.models import BootstrapFailedSignal, CascadeKind, CascadeRequest, DeleteRequest, PauseRequest
@@ -25,8 +26,13 @@ from store import rescue as rescue_store
 from store import workspaces as ws_store
 
 log = logging.getLogger("molecule.api")
-router = APIRouter(prefix="/workspaces", tags=["lifecycle"], dependencies=[Operator])
-admin_router = APIRouter(prefix="/admin/workspaces", tags=["admin"], dependencies=[Operator])
+router = APIRouter(prefix="/workspaces", tags=["lifecycle"], dependencies=[Operator], responses=AUTHENTICATED)
+admin_router = APIRouter(
+    prefix="/admin/workspaces", tags=["admin"], dependencies=[Operator], responses=AUTHENTICATED
+)
+# An action on one workspace: a bad id, an unknown or removed workspace, a state the action does not
+# apply to, and the workflow orchestrator refusing the update. Any POST body is size-capped.
+ACTION_ERRORS = errors(400, 404, 409, 410, 502)
 
 EXTERNAL_NOOP = "external agent: restart it on your side"
 
@@ -63,7 +69,12 @@ async def _delete_alone(pool: asyncpg.Pool, gateway: WorkflowGateway, row: dict[
     return "pending"
 
 
-@router.delete("/{workspace_id}", status_code=202, response_model=DeleteReply)
+@router.delete(
+    "/{workspace_id}",
+    status_code=202,
+    response_model=DeleteReply,
+    responses={200: {"model": DeleteReply, "description": "teardown completed"}, **ACTION_ERRORS},
+)
 async def delete_workspace(
     workspace_id: str,
     pool: PoolDep,
@@ -102,7 +113,14 @@ async def delete_workspace(
 # --- restart, pause, resume, hibernate ----------------------------------------------------------
 
 
-@router.post("/{workspace_id}/restart", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/restart",
+    status_code=202,
+    response_model=ActionReply,
+    responses={200: {"model": ActionReply, "description": "external agent: nothing to restart"}}
+    | ACTION_ERRORS
+    | errors(413),
+)
 async def restart_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> Any:
     row = await load(pool, workspace_id)
     if row["backend"] == "external":
@@ -111,7 +129,12 @@ async def restart_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDe
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
-@router.post("/{workspace_id}/pause", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/pause",
+    status_code=202,
+    response_model=ActionReply,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def pause_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> ActionReply:
     row = await load(pool, workspace_id)
     below = await _live_below(pool, row["id"], (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED))
@@ -122,7 +145,12 @@ async def pause_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep)
     return ActionReply(status=result.status, cascade_paused=0)
 
 
-@router.post("/{workspace_id}/resume", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/resume",
+    status_code=202,
+    response_model=ActionReply,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def resume_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if row["status"] not in RESUMABLE:
@@ -133,7 +161,12 @@ async def resume_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep
     return ActionReply(status=result.status, coalesced=result.coalesced)
 
 
-@router.post("/{workspace_id}/hibernate", status_code=202, response_model=ActionReply)
+@router.post(
+    "/{workspace_id}/hibernate",
+    status_code=202,
+    response_model=ActionReply,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def hibernate_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep) -> ActionReply:
     row = await load(pool, workspace_id)
     if not can_hibernate(row["status"], row["active_tasks"]):
@@ -150,7 +183,7 @@ async def hibernate_workspace(workspace_id: str, pool: PoolDep, gateway: Gateway
 # --- evidence and the boot watcher -------------------------------------------------------------
 
 
-@router.get("/{workspace_id}/rescue", response_model=RescueBundle)
+@router.get("/{workspace_id}/rescue", response_model=RescueBundle, responses=errors(400, 404))
 async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
     wid = await existing_workspace_id(pool, workspace_id)
     bundle = await rescue_store.latest_bundle(pool, wid)
@@ -161,7 +194,12 @@ async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
     return RescueBundle(**bundle)
 
 
-@admin_router.post("/{workspace_id}/bootstrap-failed", status_code=202)
+@admin_router.post(
+    "/{workspace_id}/bootstrap-failed",
+    status_code=202,
+    response_model=BootstrapAccepted,
+    responses=ACTION_ERRORS | errors(413),
+)
 async def bootstrap_failed(
     workspace_id: str, body: BootstrapFailedBody, pool: PoolDep, gateway: GatewayDep
 ) -> dict[str, Any]:

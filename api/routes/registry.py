@@ -16,10 +16,13 @@ from api.deps import (
     PoolDep,
     WorkspaceCaller,
     bearer,
+    check_auth_limit,
     check_owner,
+    client_address,
     parse_workspace_id,
 )
 from api.errors import ApiError
+from api.openapi import AUTHENTICATED, errors, inline_schema
 from api.platform import Platform
 from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered, RuntimeMetadata
 from domain.contract import Signal
@@ -30,7 +33,7 @@ from store import workspaces as ws_store
 from store.tokens import hash_token
 
 log = logging.getLogger("molecule.api")
-router = APIRouter(prefix="/registry", tags=["registry"])
+router = APIRouter(prefix="/registry", tags=["registry"], responses=AUTHENTICATED)
 
 MAX_MONTHLY_SPEND = 10**12
 
@@ -56,7 +59,7 @@ def _metadata_update(meta: RuntimeMetadata | None) -> dict[str, Any]:
     return update
 
 
-@router.post("/register", response_model=Registered)
+@router.post("/register", response_model=Registered, responses=errors(400, 403, 404, 409, 410, 413, 502))
 async def register(
     body: RegisterBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> Registered:
@@ -76,14 +79,13 @@ async def register(
     "/heartbeat",
     response_model=HeartbeatReply,
     response_model_exclude_none=True,
+    responses=errors(400, 403, 409, 410, 413, 502),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": HeartbeatBody.model_json_schema()}},
+            "content": {"application/json": {"schema": inline_schema(HeartbeatBody)}},
         },
-        "parameters": [
-            {"name": "Authorization", "in": "header", "required": True, "schema": {"type": "string"}}
-        ],
+        "security": [{"WorkspaceToken": []}],
     },
 )
 async def heartbeat(request: Request) -> Response:
@@ -91,6 +93,8 @@ async def heartbeat(request: Request) -> Response:
     # token is checked inside the one SQL round trip (no dependencies), Temporal is reached only for
     # news, and the small reply skips the response-model pass.
     platform: Platform = request.app.state.platform
+    address = client_address(request)
+    check_auth_limit(platform, address)
     try:
         body = HeartbeatBody.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -113,6 +117,8 @@ async def heartbeat(request: Request) -> Response:
     )
     result = await platform.beats.record(hash_token(token), workspace_id, beat)
     if result.verdict in ("unknown_token", "revoked"):
+        if result.verdict == "unknown_token":  # a guess; a revoked token is a stale agent
+            platform.auth_failures.failed(address)
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
     if result.verdict == "removed":
         platform.inbound_secrets.forget(result.token_workspace or workspace_id)

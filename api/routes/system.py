@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import PlatformDep
 from api.errors import ApiError
+from api.schemas import Health
 from config.settings import REPO_ROOT
 from config.version import __version__
 
@@ -17,7 +18,11 @@ router = APIRouter(tags=["system"])
 _CHECK_TIMEOUT = 3.0
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "PostgreSQL or Temporal is unavailable"}},
+)
 async def health(platform: PlatformDep) -> JSONResponse:
     checks = {"database": "ok", "temporal": "ok"}
     code = None

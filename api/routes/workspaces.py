@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import GatewayDep, Operator, PlatformDep, PoolDep, workspace_row
 from api.errors import ApiError, PlatformUnavailable
 from api.gateway import removed_error
+from api.openapi import AUTHENTICATED, errors
 from api.platform import Platform
 from api.schemas import INT8_MAX, CreatedWorkspace, CreateWorkspace, Workspace
 from domain.events import EventType
@@ -21,7 +22,9 @@ from store import tokens
 from store import workspaces as ws_store
 
 log = logging.getLogger("molecule.api")
-router = APIRouter(prefix="/workspaces", tags=["workspaces"], dependencies=[Operator])
+router = APIRouter(
+    prefix="/workspaces", tags=["workspaces"], dependencies=[Operator], responses=AUTHENTICATED
+)
 
 
 # JSON maps that agents (or workflows) wrote: a stored one that cannot be served is replaced by a
@@ -51,7 +54,7 @@ def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> 
     return body.backend or (template.backend if template else None) or platform.settings.default_backend
 
 
-@router.post("", status_code=201, response_model=CreatedWorkspace)
+@router.post("", status_code=201, response_model=CreatedWorkspace, responses=errors(413, 502))
 async def create_workspace(
     body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> CreatedWorkspace:
@@ -145,7 +148,7 @@ async def list_workspaces(
     return [to_public(platform, r) for r in rows]
 
 
-@router.get("/{workspace_id}", response_model=Workspace)
+@router.get("/{workspace_id}", response_model=Workspace, responses=errors(400, 404, 410))
 async def get_workspace(
     workspace_id: str,
     platform: PlatformDep,
