@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.errors import backend_outcome, not_found, superseded
 from activities.rescue import capture_rescue_bundle, redactor_for
@@ -19,7 +20,7 @@ from backends.registry import Backends
 from config.settings import Settings
 from config.templates import TemplateCatalog
 from domain import contract
-from domain.contract import implements
+from domain.contract import ActivityErrorType, implements
 from domain.events import EventType
 from domain.lifecycle import launch_superseded
 from domain.models import (
@@ -50,6 +51,7 @@ log = logging.getLogger("molecule.activities")
 
 # A start heartbeats this often while its backend launches (its heartbeat timeout is larger).
 HEARTBEAT_EVERY = 2.0
+SUPERSEDED_STOP_ATTEMPTS = 5
 
 
 def plan_provision(
@@ -109,9 +111,23 @@ class WorkspaceActivities:
         if launch_superseded(*fence, req.generation):
             raise superseded(req.workspace_id, req.generation)
 
+    async def _check_not_superseded(self, req: StartRequest) -> None:
+        """Before launching: a workspace that moved on gets nothing, and an earlier attempt's launch
+        of this generation (whose stop failed) is stopped now; failing that, retried."""
+        try:
+            await self._fence(req)
+        except ApplicationError as err:
+            if err.type == ActivityErrorType.SUPERSEDED:
+                with backend_outcome("stop of a superseded launch", req.workspace_id):
+                    backend = self.backends.get(req.backend)
+                    for instance in await backend.list_managed(req.workspace_id):
+                        if instance.generation == req.generation:
+                            await backend.stop(instance.instance_id)
+            raise
+
     @implements(contract.start_instance)
     async def start_instance(self, req: StartRequest) -> StartResult:
-        await self._fence(req)
+        await self._check_not_superseded(req)
         row = await ws_store.get_workspace(self.pool, req.workspace_id)
         if row is None:
             raise not_found(req.workspace_id)
@@ -143,8 +159,7 @@ class WorkspaceActivities:
             await self._fence(req)
         except Exception:
             if instance_id:
-                with backend_outcome("stop of a superseded launch", req.workspace_id):
-                    await backend.stop(instance_id)
+                await self._stop_superseded(backend, req.workspace_id, instance_id)
             raise
         await ws_store.set_instance(self.pool, req.workspace_id, instance_id)
         async with self.pool.acquire() as conn:
@@ -178,6 +193,21 @@ class WorkspaceActivities:
             except Exception:
                 log.exception("workspace %s: could not stop a cancelled launch", spec.workspace_id)
             raise
+
+    async def _stop_superseded(self, backend: Provisioner, workspace_id: str, instance_id: str) -> None:
+        """Stop a launch the workspace no longer wants. Nobody else will (the stop that followed the
+        move listed the instances before this launch existed), so keep at it a while, then fail
+        retryably: a retried attempt finds the workspace moved on and comes back here."""
+        for attempt in range(1, SUPERSEDED_STOP_ATTEMPTS + 1):
+            try:
+                await backend.stop(instance_id)
+                return
+            except BackendError:
+                if attempt == SUPERSEDED_STOP_ATTEMPTS:
+                    with backend_outcome("stop of a superseded launch", workspace_id):
+                        raise
+                activity.heartbeat()
+                await asyncio.sleep(attempt)  # 1 s, 2 s, 3 s … between attempts
 
     async def _hold_if_faulted(self, instance_id: str | None) -> None:
         marker = self.settings.fault_hold_start

@@ -162,7 +162,7 @@ class Stack:
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30
+            base_url=self.api_url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=60
         )
 
     async def stop(self) -> None:

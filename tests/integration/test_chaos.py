@@ -45,6 +45,20 @@ def templates(root: Path, image: str) -> Path:
     return root
 
 
+async def retrying_503(call, attempts: int = 5):
+    """What an operator does with a 503 (the orchestrator was restarting): retry shortly."""
+    for attempt in range(attempts):
+        reply = await call()
+        if reply.status_code != 503 or attempt == attempts - 1:
+            return reply
+        retried.append(reply.json().get("code"))
+        await asyncio.sleep(1)
+    return reply
+
+
+retried: list[str] = []
+
+
 async def gather_limited(limit: int, coros: list) -> list:
     gate = asyncio.Semaphore(limit)
 
@@ -80,6 +94,7 @@ async def test_chaos_never_leaks(
     make_stack, own_temporal, docker_client, agent_image, database_url, tmp_path
 ):
     seed = os.environ.get("CHAOS_SEED") or str(random.randrange(1 << 30))
+    retried.clear()
     stack = await make_stack(
         worker_module="tests.integration.chaos_worker",
         temporal=own_temporal.address,
@@ -111,14 +126,18 @@ async def test_chaos_never_leaks(
         await kill_and_restart_temporal()  # and the server, while starts are in flight
 
         restarted = rng.sample(ids, WORKSPACES // 2)
-        replies = await gather_limited(10, [client.post(f"/workspaces/{w}/restart") for w in restarted])
+        replies = await gather_limited(
+            10, [retrying_503(lambda w=w: client.post(f"/workspaces/{w}/restart")) for w in restarted]
+        )
         assert all(r.status_code == 202 for r in replies), [r.text for r in replies if r.status_code != 202]
         kill_and_restart_worker()  # 2: while old instances are being stopped
         temporal = await Client.connect(stack.temporal_address)
         pool = await create_pool(database_url)
         inconsistent = await inconsistent_rows(temporal, pool, ids)
 
-        replies = await gather_limited(10, [client.delete(f"/workspaces/{w}") for w in ids])
+        replies = await gather_limited(
+            10, [retrying_503(lambda w=w: client.delete(f"/workspaces/{w}")) for w in ids]
+        )
         assert all(r.status_code in (200, 202) for r in replies), [
             r.text for r in replies if r.status_code >= 300
         ]
@@ -168,7 +187,8 @@ async def test_chaos_never_leaks(
         print(
             f"\nchaos seed={seed}: {WORKSPACES} workspaces, {len(restarted)} restarted, all deleted, "
             f"3 worker kills, 2 Temporal server kills, {injected} injected stop failures, "
-            f"{leak_events} leak-suspect events, {len(inconsistent)} inconsistent rows; reconcile off; "
+            f"{leak_events} leak-suspect events, {len(inconsistent)} inconsistent rows, "
+            f"{len(retried)} requests retried after a 503 ({sorted(set(retried))}); reconcile off; "
             f"converged in {time.monotonic() - started:.0f}s; after: {counts}"
         )
         assert counts == dict.fromkeys(counts, 0), f"leaked after {CONVERGE_SECONDS}s: {counts}"
