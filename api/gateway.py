@@ -73,6 +73,11 @@ class WorkflowGateway:
     async def client(self) -> Client:
         return await self._client()
 
+    async def check_health(self, seconds: float) -> None:
+        """Raises when the Temporal frontend does not answer its health check within `seconds`."""
+        client = await self.client()
+        await asyncio.wait_for(client.service_client.check_health(), seconds)
+
     async def _handle(self, workspace_id: str) -> WorkflowHandle[Any, Any]:
         return (await self.client()).get_workflow_handle(workflow_id_for(workspace_id))
 

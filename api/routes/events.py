@@ -164,7 +164,7 @@ LastEventId = Annotated[
 ]
 
 
-@router.get("/events", response_class=StreamingResponse, responses=STREAM)
+@router.get("/events", response_class=StreamingResponse, responses=STREAM | errors(400))
 async def all_events(
     platform: PlatformDep, pool: PoolDep, since: Since = None, last_event_id: LastEventId = None
 ) -> StreamingResponse:

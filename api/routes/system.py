@@ -33,8 +33,7 @@ async def health(platform: PlatformDep) -> JSONResponse:
         checks["database"] = "unavailable"
         code = "platform_unavailable"
     try:
-        client = await platform.temporal()
-        await asyncio.wait_for(client.service_client.check_health(), _CHECK_TIMEOUT)
+        await platform.gateway.check_health(_CHECK_TIMEOUT)
     except Exception:
         checks["temporal"] = "unavailable"
         code = code or "orchestrator_unavailable"

@@ -59,3 +59,18 @@ def test_the_checker_sees_a_broken_arrow(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os\nfrom workflows.workspace import X\n\ndef f():\n    from api import deps\n")
     assert imports_of(module) == {"workflows", "api"}
+
+
+def test_api_routes_reach_temporal_only_through_the_gateway() -> None:
+    """Routes call api/gateway.py and nothing else of Temporal (platform.py holds the connection,
+    errors.py maps an RPC failure that escapes to a reply)."""
+    own = {"gateway.py", "platform.py", "errors.py"}
+    offenders = []
+    for path in sorted((REPO / "api").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [module or ""]
+            if path.name not in own and any(n.split(".")[0] == "temporalio" for n in names):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
