@@ -70,6 +70,10 @@ _START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 _START_HEARTBEAT = timedelta(seconds=10)
 _RESCUE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 _RESCUE_BUDGET = timedelta(seconds=45)
+_RESCUE_AFTER = timedelta(seconds=2)
+# Seconds before a deadline at which the workflow wakes to re-arm its timer. The last stretch stays
+# over a second: the server fires a shorter timer only after a second.
+DEADLINE_APPROACH = 3.0
 
 Message = RegisterSignal | HeartbeatSignal | BootstrapFailedSignal | Command | InstanceReaped
 
@@ -164,9 +168,7 @@ class WorkspaceWorkflow:
             payload: dict[str, Any] = {"reason": "operator"}
             if req is not None and req.cascade_of:
                 payload["cascade_of"] = req.cascade_of
-            await self._set_status(
-                WorkspaceStatus.PAUSED, EventType.WORKSPACE_PAUSED, payload, in_update=True
-            )
+            await self._set_status(WorkspaceStatus.PAUSED, EventType.WORKSPACE_PAUSED, payload, quick=True)
             self.inbox.append(Command(CommandKind.PAUSE))
         return ActionResult(WorkspaceStatus.PAUSED)
 
@@ -180,7 +182,7 @@ class WorkspaceWorkflow:
             WorkspaceStatus.HIBERNATING,
             EventType.WORKSPACE_HIBERNATING,
             {"reason": "operator"},
-            in_update=True,
+            quick=True,
         )
         self.inbox.append(Command(CommandKind.HIBERNATE, "operator"))
         return ActionResult(WorkspaceStatus.HIBERNATING)
@@ -200,9 +202,7 @@ class WorkspaceWorkflow:
             payload: dict[str, Any] = {"cascade_deleted": req.cascade_deleted}
             if req.cascade_of:
                 payload["cascade_of"] = req.cascade_of
-            await self._set_status(
-                WorkspaceStatus.REMOVED, EventType.WORKSPACE_REMOVED, payload, in_update=True
-            )
+            await self._set_status(WorkspaceStatus.REMOVED, EventType.WORKSPACE_REMOVED, payload, quick=True)
         teardown = self.state.teardown
         return ActionResult(WorkspaceStatus.REMOVED, teardown="complete" if teardown.complete else "pending")
 
@@ -253,7 +253,16 @@ class WorkspaceWorkflow:
 
     def _seconds_to_next_timer(self) -> float | None:
         due = next_due(self.state.due, self.state.status)
-        return None if due is None else max(0.0, due[1] - self._now())
+        if due is None:
+            return None
+        timer, at = due
+        remaining = max(0.0, at - self._now())
+        # A timer starts when its workflow task completes, later than workflow.now() by however long
+        # that task took under load, and a deadline is armed under the load of the burst that created
+        # it: wake a little early once, and re-arm the last stretch from a fresher now.
+        if timer == Timer.DEADLINE and remaining > DEADLINE_APPROACH + 1:
+            return remaining - DEADLINE_APPROACH
+        return remaining
 
     async def _fire_due_timer(self) -> None:
         due = next_due(self.state.due, self.state.status)
@@ -387,6 +396,7 @@ class WorkspaceWorkflow:
             payload,
             last_sample_error=error,
             from_statuses=(WorkspaceStatus.PROVISIONING,),
+            quick=True,
         )
         if wrote and capture:
             self._capture_rescue(source, log_tail, detail)
@@ -400,6 +410,9 @@ class WorkspaceWorkflow:
         )  # fmt: skip
 
         async def capture() -> None:
+            # A burst of verdicts (50 workspaces created together share a deadline) must land on
+            # time: the bundles, which take real work, wait a moment so they never delay a flip.
+            await workflow.sleep(_RESCUE_AFTER)
             try:
                 await workflow.execute_activity(
                     contract.capture_rescue,
@@ -628,7 +641,7 @@ class WorkspaceWorkflow:
         *,
         last_sample_error: str | None = None,
         clear_sample_error: bool = False,
-        in_update: bool = False,
+        quick: bool = False,
         from_statuses: tuple[WorkspaceStatus, ...] | None = None,
         generation: int | None = None,
     ) -> bool:
@@ -658,8 +671,9 @@ class WorkspaceWorkflow:
             self.state.status = status
             self.state.status_seq = self.state.transition_seq
             workflow.upsert_search_attributes([sa.WORKSPACE_STATUS.value_set(status.value)])
-            # Answered inside an update: a local activity, one workflow task instead of a round trip.
-            await (local if in_update else store)(contract.record_status, change)
+            # quick: a local activity, one workflow task instead of an activity round trip, for the
+            # writes someone waits on (an update's reply, the deadline verdict).
+            await (local if quick else store)(contract.record_status, change)
             return True
 
     def _arm_timers_for(self, status: WorkspaceStatus) -> None:

@@ -183,6 +183,30 @@ async def test_list_managed_returns_exactly_this_platforms_instances(harness: Ha
     assert await harness.other_platform.is_running(theirs), "another platform's instance is untouched"
 
 
+async def test_list_managed_of_one_workspace_is_that_workspaces_with_its_generation(harness: Harness) -> None:
+    workspace_id = str(uuid.uuid4())
+    mine = await start(harness.backend, harness.spec(workspace_id, generation=3))
+    await start(harness.backend, harness.spec())  # another workspace of the same platform
+    listed = await harness.backend.list_managed(workspace_id)
+    assert [(m.instance_id, m.workspace_id, m.generation) for m in listed] == [(mine, workspace_id, 3)]
+
+
+async def test_a_start_replaces_a_launch_nobody_recorded(harness: Harness, tmp_path: Path) -> None:
+    """A worker killed between "instance created" and "start returned" leaves an instance no
+    record knows of: the retried start still finds it by its label and replaces it."""
+    spec = harness.spec()
+    if isinstance(harness.backend, ProcessProvisioner):
+        # The process backend's own record of what it launched lives in its data dir: launch from
+        # a copy with another data dir, so the real one has no record of it.
+        unrecorded = ProcessProvisioner(tmp_path / "elsewhere", harness.backend.platform_id)
+        first = await start(unrecorded, spec)
+    else:
+        first = await start(harness.backend, spec)  # docker and ec2 find their instances by label only
+    second = await start(harness.backend, dataclasses.replace(spec, token="tok-retry"))
+    assert [m.instance_id for m in await harness.backend.list_managed(spec.workspace_id)] == [second]
+    assert not await harness.backend.is_running(first)
+
+
 async def test_unconfigured_backend_gives_a_clear_error(harness: Harness) -> None:
     with pytest.raises(BackendConfigError, match=harness.missing_template_error):
         await start(harness.backend, harness.spec(template=harness.unconfigured_template))
