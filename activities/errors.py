@@ -16,7 +16,9 @@ log = logging.getLogger("molecule.activities")
 
 
 @contextmanager
-def backend_outcome(what: str, workspace_id: str, redactor: Redactor | None = None) -> Iterator[None]:
+def backend_outcome(
+    what: str, workspace_id: str, redactor: Redactor | None = None, *, config_is_final: bool = True
+) -> Iterator[None]:
     """Run a backend call: a config error or another platform's resource is a non-retryable
     failure, anything else a BackendError the retry policy retries. The backend's words go to the
     log and (redacted) into the failure; events never carry them (domain.failures)."""
@@ -29,7 +31,7 @@ def backend_outcome(what: str, workspace_id: str, redactor: Redactor | None = No
             raise ApplicationError(
                 detail, type=ActivityErrorType.FOREIGN_RESOURCE, non_retryable=True
             ) from None
-        if isinstance(exc, BackendConfigError):
+        if isinstance(exc, BackendConfigError) and config_is_final:
             raise ApplicationError(
                 detail, type=ActivityErrorType.BACKEND_CONFIG, non_retryable=True
             ) from None

@@ -44,8 +44,8 @@ from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
 from store import events as event_store
-from store import tokens
 from store import workspaces as ws_store
+from store.tokens import hash_token
 
 log = logging.getLogger("molecule.activities")
 
@@ -135,8 +135,10 @@ class WorkspaceActivities:
         await ws_store.set_provisioning_facts(self.pool, req.workspace_id, deadline, req.timeout_secs)
         with backend_outcome("start", req.workspace_id):
             backend = self.backends.get(req.backend)
-        async with self.pool.acquire() as conn:
-            token = await tokens.replace_instance_token(conn, req.workspace_id)
+        minted = await ws_store.mint_for_generation(self.pool, req.workspace_id, req.generation)
+        if minted is None:  # superseded between the check above and now
+            raise superseded(req.workspace_id, req.generation)
+        token, token_id = minted
         spec = InstanceSpec(
             workspace_id=req.workspace_id,
             runtime=req.runtime,
@@ -148,7 +150,7 @@ class WorkspaceActivities:
             tier=row["tier"],
             model=row["model"],
         )
-        redactor = Redactor(spec.env.values(), [tokens.hash_token(token)])
+        redactor = Redactor(spec.env.values(), [hash_token(token)])
         with backend_outcome("start", req.workspace_id, redactor):
             instance_id = await self._launch(backend, spec)
         await self._hold_if_faulted(instance_id)
@@ -157,9 +159,9 @@ class WorkspaceActivities:
             # the launch must not outlive it. Whatever is launched after this check is found by the
             # stop that follows the move, which lists the workspace's instances after it.
             await self._fence(req)
-        except Exception:
+        except BaseException:  # a cancellation arriving here too: the launch must not outlive it
             if instance_id:
-                await self._stop_superseded(backend, req.workspace_id, instance_id)
+                await asyncio.shield(self._stop_superseded(backend, req.workspace_id, instance_id))
             raise
         await ws_store.set_instance(self.pool, req.workspace_id, instance_id)
         async with self.pool.acquire() as conn:
@@ -177,7 +179,7 @@ class WorkspaceActivities:
                 dedupe_key=f"instance-started:{req.workspace_id}:{req.generation}",
             )
         log.info("workspace %s: started instance %s on %s", req.workspace_id, instance_id, req.backend)
-        return StartResult(instance_id)
+        return StartResult(instance_id, token_id)
 
     async def _launch(self, backend: Provisioner, spec: InstanceSpec) -> str | None:
         launch = asyncio.ensure_future(backend.start(spec))
@@ -227,7 +229,10 @@ class WorkspaceActivities:
             targets = {i.instance_id for i in found} | ({req.instance_id} if req.instance_id else set())
             for instance_id in sorted(targets):
                 await backend.stop(instance_id)
-            left = _covered(await backend.list_managed(req.workspace_id), req.below_generation)
+            # Whatever is listed now and was not just stopped appeared meanwhile (a launch racing the
+            # stop): not done yet. (A stopped EC2 VM may still list as running for a moment.)
+            after = _covered(await backend.list_managed(req.workspace_id), req.below_generation)
+            left = [i for i in after if i.instance_id not in targets]
             if left:
                 still = [i.instance_id for i in left]
                 raise BackendError(f"{len(still)} instance(s) still present after stop: {still}")
@@ -235,7 +240,8 @@ class WorkspaceActivities:
 
     @implements(contract.remove_volumes)
     async def remove_volumes(self, req: VolumesRequest) -> None:
-        with backend_outcome("volume removal", req.workspace_id):
+        # A backend this worker cannot drive may be fixed by the next worker: retried, not final.
+        with backend_outcome("volume removal", req.workspace_id, config_is_final=False):
             await self.backends.get(req.backend).remove_volumes(req.workspace_id)
 
     @implements(contract.record_status)

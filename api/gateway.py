@@ -12,6 +12,7 @@ from typing import Any
 
 from temporalio.client import (
     Client,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -156,18 +157,21 @@ class WorkflowGateway:
     async def wait_closed(self, workspace_ids: list[str], seconds: float) -> bool:
         """Wait until every one of these workflows has completed (teardown done); False on timeout."""
 
-        async def one(workspace_id: str) -> None:
+        async def one(workspace_id: str) -> bool:
             try:
-                await (await self._handle(workspace_id)).result()
+                return bool(await (await self._handle(workspace_id)).result() == "removed")
+            except WorkflowFailureError:
+                return False  # terminated, failed or timed out: closed, but not torn down
             except RPCError as err:
-                if err.status != RPCStatusCode.NOT_FOUND:
+                if err.status != RPCStatusCode.NOT_FOUND and not is_temporal_unavailable(err):
                     raise
+                return False  # no such workflow (any more): nothing says its teardown finished
 
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(w) for w in workspace_ids)), seconds)
-            return True
+            done = await asyncio.wait_for(asyncio.gather(*(one(w) for w in workspace_ids)), seconds)
         except TimeoutError:
             return False
+        return all(done)
 
     # --- cascades -------------------------------------------------------------------------------
 
@@ -192,3 +196,10 @@ class WorkflowGateway:
                 return await asyncio.wait_for(handle.result(), self.reply_timeout)
             except TimeoutError:
                 raise self._timeout(req.root_id, f"{req.kind} cascade") from None
+            except WorkflowFailureError:
+                log.error("cascade %s failed or was terminated", workflow_id)
+                raise ApiError(
+                    502,
+                    f"the {req.kind} cascade of {req.root_id} failed; retry the request",
+                    "cascade_failed",
+                ) from None

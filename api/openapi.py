@@ -19,7 +19,7 @@ _WHY = {
     413: "the request body is over the size limit",
     422: "an invalid body or parameter (`fields` names each)",
     429: "too many failed authentications from this address; retry after `Retry-After` seconds",
-    502: "the workflow orchestrator refused the call",
+    502: "the workflow orchestrator refused the call (or a cascade workflow failed)",
     503: "PostgreSQL or Temporal is unavailable, or the workflow did not answer in time; retry shortly",
 }
 _RETRY_AFTER = {

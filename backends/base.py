@@ -19,6 +19,16 @@ class BackendNotConfigured(BackendConfigError):
     pass
 
 
+class NewerGenerationRunning(BackendConfigError):
+    """A start of an older generation found the workspace's newer one running: it must not replace it."""
+
+
+def refuse_if_newer(instances: list[ManagedInstance], generation: int) -> None:
+    newer = [i.instance_id for i in instances if i.generation is not None and i.generation > generation]
+    if newer:
+        raise NewerGenerationRunning(f"generation {generation} superseded: {newer} run a newer one")
+
+
 class ForeignResourceError(BackendError):
     """The resource exists but belongs to another platform: never touched, and retrying cannot help."""
 

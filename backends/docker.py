@@ -28,6 +28,7 @@ from backends.base import (
     RescueMaterial,
     agent_environment,
     parse_generation,
+    refuse_if_newer,
 )
 from domain.images import is_moving
 from domain.tiers import TierLimits, tier_limits
@@ -180,6 +181,10 @@ class DockerProvisioner:
         if existing is not None:
             if not self._owned(existing.labels):
                 raise BackendConfigError(f"container {name} exists and is not managed by this platform")
+            generation = parse_generation(existing.labels.get(LABEL_GENERATION))
+            refuse_if_newer(
+                [ManagedInstance(str(existing.id), spec.workspace_id, None, generation)], spec.generation
+            )
             existing.remove(force=True)
 
         self.ensure_image(image)

@@ -24,6 +24,7 @@ from backends.base import (
     RescueMaterial,
     agent_environment,
     parse_generation,
+    refuse_if_newer,
 )
 
 T = TypeVar("T")
@@ -130,6 +131,16 @@ class Ec2Provisioner:
                 found.extend(reservation["Instances"])
         return found
 
+    @staticmethod
+    def _managed(instance: dict[str, Any]) -> ManagedInstance:
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        return ManagedInstance(
+            str(instance["InstanceId"]),
+            tags.get(TAG_WORKSPACE, ""),
+            instance.get("LaunchTime"),
+            parse_generation(tags.get(TAG_GENERATION)),
+        )
+
     async def start(self, spec: InstanceSpec) -> str | None:
         template = spec.template
         ami = (template.ami if template else None) or self.options.ami_id
@@ -144,7 +155,9 @@ class Ec2Provisioner:
         client = self.client()
         # One instance per workspace: a repeated start (an activity retry, whose token revoked the one
         # an earlier VM was given) or a new generation replaces whatever this workspace has.
-        for instance in self._instances(self._filters(spec.workspace_id)):
+        existing = self._instances(self._filters(spec.workspace_id))
+        refuse_if_newer([self._managed(i) for i in existing], spec.generation)
+        for instance in existing:
             self._terminate_sync(instance["InstanceId"])
         new_tags = [
             {"Key": TAG_WORKSPACE, "Value": spec.workspace_id},
@@ -226,18 +239,7 @@ class Ec2Provisioner:
 
     async def list_managed(self, workspace_id: str | None = None) -> list[ManagedInstance]:
         def listing() -> list[ManagedInstance]:
-            found = []
-            for instance in self._instances(self._filters(workspace_id)):
-                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                found.append(
-                    ManagedInstance(
-                        str(instance["InstanceId"]),
-                        tags.get(TAG_WORKSPACE, ""),
-                        instance.get("LaunchTime"),
-                        parse_generation(tags.get(TAG_GENERATION)),
-                    )
-                )
-            return found
+            return [self._managed(i) for i in self._instances(self._filters(workspace_id))]
 
         return await self._run(listing)
 

@@ -23,6 +23,7 @@ from backends.base import (
     RescueMaterial,
     agent_environment,
     parse_generation,
+    refuse_if_newer,
 )
 
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
@@ -88,7 +89,9 @@ class ProcessProvisioner:
         (workdir / "configs").mkdir(parents=True, exist_ok=True)
         # One instance per workspace: a retried or repeated start replaces every earlier one,
         # including a launch whose start was killed before it could record it.
-        previous = {i.instance_id for i in await self.list_managed(spec.workspace_id)}
+        found = await self.list_managed(spec.workspace_id)
+        refuse_if_newer(found, spec.generation)
+        previous = {i.instance_id for i in found}
         recorded = self._recorded_instance(spec.workspace_id)
         for instance_id in sorted(previous | ({recorded} if recorded else set())):
             await self.stop(instance_id)

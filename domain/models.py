@@ -45,6 +45,10 @@ class WorkspaceState:
     last_beat_at: float | None = None  # last agent news the workflow saw (epoch seconds)
     rescue_grace_secs: int = 86400
     restart_pending: bool = False  # a restart is queued or running: another one is coalesced
+    instance_token_id: int | None = None  # the current instance's token
+    # Agent news that came with this token or an older one is from an instance the workspace moved on
+    # from (it may still beat while it is being stopped): ignored.
+    stale_through_token: int = 0
     teardown: TeardownState | None = None  # set once the workspace is deleted
 
     @property
@@ -69,6 +73,7 @@ class WorkspaceInput:
 class RegisterSignal:
     url: str | None = None
     agent_card: dict[str, Any] | None = None
+    token_id: int | None = None  # the token it came with: an older generation's is ignored
 
 
 @dataclass
@@ -78,6 +83,7 @@ class HeartbeatSignal:
     runtime_state: str = ""
     active_tasks: int = 0
     status_mgmt: bool | None = None  # None: capabilities not reported in this beat
+    token_id: int | None = None  # the token it came with: an older generation's is ignored
 
 
 @dataclass
@@ -138,6 +144,7 @@ class StartRequest:
 @dataclass
 class StartResult:
     instance_id: str | None
+    token_id: int | None = None  # the instance token it was given
 
 
 @dataclass

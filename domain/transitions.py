@@ -161,6 +161,8 @@ def on_stale(status: str, *, external: bool, instance_running: bool | None) -> T
 
 # Operator actions: which statuses accept them (the update validators and the API use these).
 RESUMABLE = frozenset({WorkspaceStatus.PAUSED, WorkspaceStatus.HIBERNATED})
+# A restart (operator or automatic) applies to any status but the operator's pause and hibernation.
+RESTARTABLE = frozenset(WorkspaceStatus) - FROZEN
 HIBERNATABLE = frozenset({WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED})
 
 

@@ -89,7 +89,7 @@ notes AS (
                                             'active_tasks', upd.active_tasks))::text)
     FROM upd WHERE upd.task_changed
 )
-SELECT b.n, tok.workspace_id::text AS token_workspace, tok.revoked,
+SELECT b.n, tok.workspace_id::text AS token_workspace, tok.revoked, tok.token_id,
        upd.status, upd.capabilities, upd.platform_inbound_secret, upd.first_beat, upd.prev_runtime_state,
        upd.prev_error_rate, upd.caps_changed,
        (SELECT w.removed_at IS NOT NULL OR w.status = $15::workspace_status
@@ -128,6 +128,7 @@ class BeatResult:
     capabilities_changed: bool = False
     capabilities: dict[str, Any] | None = None
     platform_inbound_secret: str | None = None
+    token_id: int | None = None  # which token the beat came with (the workflow fences old instances by it)
 
 
 @dataclass(frozen=True)
@@ -188,4 +189,5 @@ def _verdict(row: asyncpg.Record, workspace_id: str) -> BeatResult:
         bool(row["caps_changed"]),
         row["capabilities"] or {},
         row["platform_inbound_secret"],
+        row["token_id"],
     )

@@ -38,17 +38,24 @@ async def insert_token(conn: asyncpg.Connection, workspace_id: str, minted: Mint
     )
 
 
-async def replace_instance_token(conn: asyncpg.Connection, workspace_id: str) -> str:
-    """Revoke the previous instance token and mint the one handed to a new instance."""
+async def revoke_instance_tokens(conn: asyncpg.Connection, workspace_id: str) -> None:
+    await conn.execute(
+        """UPDATE workspace_auth_tokens SET revoked_at = now()
+           WHERE workspace_id = $1 AND kind = 'instance' AND revoked_at IS NULL""",
+        workspace_id,
+    )
+
+
+async def replace_instance_token(conn: asyncpg.Connection, workspace_id: str) -> tuple[str, int]:
+    """Revoke the previous instance token and mint the one handed to a new instance: (token, its id)."""
     minted = mint_token()
     async with conn.transaction():
-        await conn.execute(
-            """UPDATE workspace_auth_tokens SET revoked_at = now()
-               WHERE workspace_id = $1 AND kind = 'instance' AND revoked_at IS NULL""",
-            workspace_id,
-        )
+        await revoke_instance_tokens(conn, workspace_id)
         await insert_token(conn, workspace_id, minted, "instance")
-    return minted.token
+        token_id: int = await conn.fetchval(
+            "SELECT id FROM workspace_auth_tokens WHERE token_hash = $1", minted.token_hash
+        )
+    return minted.token, token_id
 
 
 @dataclass(frozen=True)

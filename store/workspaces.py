@@ -10,8 +10,10 @@ from typing import Any
 
 import asyncpg
 
+from domain.lifecycle import launch_superseded
 from domain.status import WorkspaceStatus
 from store import events as event_store
+from store import tokens
 
 PUBLIC_COLUMNS = """
     id::text AS id, name, role, tier, runtime, backend, template, model, parent_id::text AS parent_id,
@@ -61,7 +63,9 @@ async def row_committed(pool: asyncpg.Pool, workspace_id: str) -> bool:
 async def lock_live_parent(conn: asyncpg.Connection, parent_id: str) -> bool:
     """Inside the create's transaction: whether the parent exists and is not removed, holding it so a
     delete cannot remove it before the child commits (then the delete's cascade sees the child)."""
-    status = await conn.fetchval("SELECT status::text FROM workspaces WHERE id = $1 FOR SHARE", parent_id)
+    # KEY SHARE: it waits for a removal (which locks the row FOR UPDATE) and then sees it, yet never
+    # blocks the parent's heartbeats (FOR NO KEY UPDATE).
+    status = await conn.fetchval("SELECT status::text FROM workspaces WHERE id = $1 FOR KEY SHARE", parent_id)
     return status is not None and status != WorkspaceStatus.REMOVED
 
 
@@ -204,7 +208,25 @@ async def apply_status_change(
                    WHERE workspace_id = $1 AND revoked_at IS NULL""",
                 workspace_id,
             )
+        elif generation is not None:
+            # A new generation: the old instance's beats must not pass for the new one's.
+            await tokens.revoke_instance_tokens(conn, workspace_id)
         return True
+
+
+async def mint_for_generation(
+    pool: asyncpg.Pool, workspace_id: str, generation: int
+) -> tuple[str, int] | None:
+    """The instance token for a launch of `generation`, minted under the row's lock so it cannot
+    interleave with a status write that supersedes it; None (and no token) when already superseded."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT status::text AS status, generation FROM workspaces WHERE id = $1 FOR NO KEY UPDATE",
+            workspace_id,
+        )
+        if row is None or launch_superseded(WorkspaceStatus(row["status"]), row["generation"], generation):
+            return None
+        return await tokens.replace_instance_token(conn, workspace_id)
 
 
 async def launch_fence(db: asyncpg.Pool, workspace_id: str) -> tuple[WorkspaceStatus, int] | None:

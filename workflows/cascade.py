@@ -38,6 +38,9 @@ class CascadeWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=_DB_RETRY,
             )
+            # Each one is reached once: a descendant with no workflow stays unpaused, and asking it
+            # again in the next look would change nothing.
+            targets = [t for t in targets if t.workspace_id not in report.reached]
             if not targets:
                 break
             outcomes = await asyncio.gather(*(self._reach(t) for t in targets))

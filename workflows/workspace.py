@@ -14,6 +14,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows.calls import local, store
 from workflows.stopping import StopOutcome, Stopper
@@ -53,6 +54,8 @@ with workflow.unsafe.imports_passed_through():
     from domain.timeouts import PROVISION_TIMEOUT_ERROR
     from domain.transitions import (
         HIBERNATABLE,
+        RESTARTABLE,
+        RESUMABLE,
         Transition,
         can_resume,
         liveness_slack,
@@ -162,8 +165,17 @@ class WorkspaceWorkflow:
                 f"cannot resume a workspace that is {self.state.status}", type=Rejection.INVALID_STATE
             )
 
+    def _drop_queued_commands(self) -> None:
+        """An operator's pause or hibernate supersedes the restart, resume or hibernate they queued
+        before it: those are not carried out after it."""
+        queued = [m for m in self.inbox if isinstance(m, Command)]
+        if any(c.kind in (CommandKind.RESTART, CommandKind.RESUME) for c in queued):
+            self.state.restart_pending = False  # a queued one is never the one running
+        self.inbox = [m for m in self.inbox if not isinstance(m, Command) or m.kind == CommandKind.PAUSE]
+
     @workflow.update(name=Update.PAUSE)
     async def pause(self, req: PauseRequest | None = None) -> ActionResult:
+        self._drop_queued_commands()
         if self.state.status != WorkspaceStatus.PAUSED:
             payload: dict[str, Any] = {"reason": "operator"}
             if req is not None and req.cascade_of:
@@ -178,6 +190,7 @@ class WorkspaceWorkflow:
 
     @workflow.update(name=Update.HIBERNATE)
     async def hibernate(self) -> ActionResult:
+        self._drop_queued_commands()
         await self._set_status(
             WorkspaceStatus.HIBERNATING,
             EventType.WORKSPACE_HIBERNATING,
@@ -307,11 +320,11 @@ class WorkspaceWorkflow:
             await self._fail_boot("preflight", error, {"missing": plan.missing_env}, capture=False)
             return
         # The start runs beside the deadline wait: a slow start never delays the deadline verdict.
-        self._start_task = asyncio.create_task(self._start_instance(self.state.generation, plan.timeout_secs))
+        start = self._start_instance(self.state.generation, plan.timeout_secs, anchor + plan.timeout_secs)
+        self._start_task = asyncio.create_task(start)
 
-    async def _start_instance(self, generation: int, timeout_secs: int) -> None:
+    async def _start_instance(self, generation: int, timeout_secs: int, deadline_at: float) -> None:
         inp = self.inp
-        deadline_at = self.state.due[Timer.DEADLINE]
         try:
             req = StartRequest(
                 inp.workspace_id,
@@ -333,10 +346,13 @@ class WorkspaceWorkflow:
             )
             if generation == self.state.generation and self.state.teardown is None:
                 self.state.instance_id = result.instance_id
+                self.state.instance_token_id = result.token_id
         except ActivityError as err:
             if generation != self.state.generation or self.state.status != WorkspaceStatus.PROVISIONING:
                 return  # the deadline, a register or an operator already decided
             cause = err.cause
+            if isinstance(cause, TemporalTimeoutError):
+                return  # retried until the deadline: the deadline's own verdict says so
             kind = cause.type if isinstance(cause, ApplicationError) else None
             if kind == ActivityErrorType.SUPERSEDED:
                 return
@@ -440,28 +456,41 @@ class WorkspaceWorkflow:
     # --- operator commands ----------------------------------------------------------------------
 
     async def _run_command(self, command: Command) -> None:
-        if command.kind in (CommandKind.RESTART, CommandKind.RESUME):
-            await self._restart(command.reason, command.requested_at)
+        if command.kind == CommandKind.RESTART:
+            await self._restart(command.reason, command.requested_at, RESTARTABLE)
+        elif command.kind == CommandKind.RESUME:
+            await self._restart(command.reason, command.requested_at, RESUMABLE)
         elif command.kind == CommandKind.PAUSE:
             await self._pause()
-        elif command.kind == CommandKind.HIBERNATE:
-            await self._hibernate(command.reason)
+        elif command.kind == CommandKind.HIBERNATE and self.state.status == WorkspaceStatus.HIBERNATING:
+            await self._hibernate(command.reason)  # (a pause or delete since supersedes it)
 
-    async def _restart(self, reason: str, requested_at: float | None = None) -> None:
+    async def _restart(
+        self, reason: str, requested_at: float | None, from_statuses: frozenset[WorkspaceStatus]
+    ) -> None:
         """Stop every old instance (3 attempts, then a reaper), then reprovision with a fresh deadline
         and token. The new generation is written first, so a launch of the old one that completes
-        late stops itself, and at most one start is ever in flight."""
+        late stops itself, and at most one start is ever in flight. Dropped when an operator paused
+        or hibernated the workspace since it was asked for."""
         self.state.restart_pending = True
         anchor = requested_at or self._now()
         try:
-            self.state.generation += 1
-            self.state.due.pop(Timer.DEADLINE, None)  # the old generation's deadline no longer applies
-            await self._set_status(
+            generation = self.state.generation + 1
+            wrote = await self._set_status(
                 WorkspaceStatus.PROVISIONING,
                 EventType.WORKSPACE_PROVISIONING,
                 {"reason": reason},
-                generation=self.state.generation,
+                generation=generation,
+                from_statuses=tuple(from_statuses),
             )
+            if not wrote:
+                return
+            self.state.generation = generation
+            # The old instance may beat until it is stopped: its news no longer counts.
+            self.state.stale_through_token = max(
+                self.state.stale_through_token, self.state.instance_token_id or 0
+            )
+            self.state.due.pop(Timer.DEADLINE, None)  # the old generation's deadline no longer applies
             await self._release_instances(below_generation=self.state.generation)
             plan = await self._prepare()
             if plan is not None:
@@ -473,11 +502,18 @@ class WorkspaceWorkflow:
         self.state.due.pop(Timer.DEADLINE, None)
         await self._release_instances()
 
-    async def _hibernate(self, reason: str) -> None:
-        if self.state.status != WorkspaceStatus.HIBERNATING:
-            await self._set_status(
-                WorkspaceStatus.HIBERNATING, EventType.WORKSPACE_HIBERNATING, {"reason": reason}
+    async def _hibernate(self, reason: str, from_status: WorkspaceStatus | None = None) -> None:
+        """hibernating → instance released → hibernated. `from_status`: the idle timer's decision,
+        dropped when the status moved meanwhile (an operator's pause, say)."""
+        if from_status is not None:
+            wrote = await self._set_status(
+                WorkspaceStatus.HIBERNATING,
+                EventType.WORKSPACE_HIBERNATING,
+                {"reason": reason},
+                from_statuses=(from_status,),
             )
+            if not wrote:
+                return
         await self._release_instances()
         await self._set_status(
             WorkspaceStatus.HIBERNATED,
@@ -525,9 +561,9 @@ class WorkspaceWorkflow:
             self.state.instance_id = None
             teardown.instance_stopped = True
             await self._record_teardown()
-        if not teardown.volumes_removed:
-            await self._stopper.remove_volumes()  # only ever after a confirmed stop
-            teardown.volumes_removed = True
+        if not teardown.complete:
+            # Only ever after a confirmed stop; False when another platform owns them (kept, with an event).
+            teardown.volumes_removed = await self._stopper.remove_volumes()
         teardown.complete = True
         await self._record_teardown()
         await self._record_event(
@@ -584,20 +620,23 @@ class WorkspaceWorkflow:
             from_statuses=(status,),
         )
         if wrote and transition.status == WorkspaceStatus.OFFLINE:
-            await self._restart("auto_restart: heartbeat stale and the instance is not running")
+            await self._restart(
+                "auto_restart: heartbeat stale and the instance is not running", None, RESTARTABLE
+            )
 
     def _idle_secs(self) -> float:
         return self.inp.hibernation_idle_minutes * 60.0
 
     async def _check_idle(self) -> None:
         """Hibernate after `hibernation_idle_minutes` without activity, confirmed from Postgres."""
+        status = self.state.status
         report = await local(contract.check_idle, self.inp.workspace_id)
         now = self._now()
         idle = self._idle_secs()
         last_active = report.last_active_at or now
         if report.active_tasks == 0 and now - last_active >= idle:
             self.state.due.pop(Timer.IDLE, None)
-            await self._hibernate(f"idle for {self.inp.hibernation_idle_minutes} min")
+            await self._hibernate(f"idle for {self.inp.hibernation_idle_minutes} min", status)
         elif Timer.IDLE in armed(self.state.status):
             self.state.due[Timer.IDLE] = (
                 max(last_active + idle, now + 1.0) if report.active_tasks == 0 else now + idle
@@ -606,6 +645,8 @@ class WorkspaceWorkflow:
     # --- agent news -----------------------------------------------------------------------------
 
     async def _apply_agent_news(self, message: RegisterSignal | HeartbeatSignal) -> None:
+        if message.token_id is not None and message.token_id <= self.state.stale_through_token:
+            return  # from an instance the workspace moved on from
         transition: Transition | None
         self.state.last_beat_at = self._now()
         status = self.state.status

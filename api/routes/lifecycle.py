@@ -103,6 +103,14 @@ async def delete_workspace(
     else:
         states = [await _delete_alone(pool, gateway, row)]
         ids = [row["id"]]
+        # A child created while the delete was on its way (before the row said removed) is not
+        # left live under a removed parent: it is reached as a cascade would.
+        late = await _live_below(pool, row["id"], (WorkspaceStatus.REMOVED,))
+        if late:
+            report = await gateway.cascade(CascadeRequest(CascadeKind.DELETE, row["id"], late))
+            states += list(report.reached.values())
+            ids += list(report.reached)
+            below = late
     teardown = "complete" if all(s == "complete" for s in states) else "pending"
     if teardown == "pending" and wait > 0 and await gateway.wait_closed(ids, wait):
         teardown = "complete"
@@ -140,6 +148,8 @@ async def pause_workspace(workspace_id: str, pool: PoolDep, gateway: GatewayDep)
     below = await _live_below(pool, row["id"], (WorkspaceStatus.REMOVED, WorkspaceStatus.PAUSED))
     if below:
         report = await gateway.cascade(CascadeRequest(CascadeKind.PAUSE, row["id"], below))
+        if report.root == "removed":  # deleted meanwhile
+            raise removed_error({**row, "removed_at": None})
         return ActionReply(status=report.root, cascade_paused=below)
     result = await gateway.update(row, Update.PAUSE, PauseRequest())
     return ActionReply(status=result.status, cascade_paused=0)

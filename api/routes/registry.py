@@ -70,7 +70,9 @@ async def register(
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
     platform.inbound_secrets.put(workspace_id, secret)
     await gateway.signal(
-        workspace_id, Signal.REGISTER, RegisterSignal(url=body.url, agent_card=body.agent_card)
+        workspace_id,
+        Signal.REGISTER,
+        RegisterSignal(url=body.url, agent_card=body.agent_card, token_id=caller.token_id),
     )
     return Registered(platform_inbound_secret=secret)
 
@@ -149,6 +151,7 @@ async def heartbeat(request: Request) -> Response:
                 runtime_state=body.runtime_state,
                 active_tasks=body.active_tasks,
                 status_mgmt=status_mgmt,
+                token_id=result.token_id,
             ),
         )
     # The workflow stays the only writer of status; the reply reports the status this beat leads to

@@ -9,8 +9,10 @@ import uuid
 
 import asyncpg
 import pytest
+from temporalio.client import Client
 
 from domain.events import EventType
+from domain.models import workflow_id_for
 from domain.status import WorkspaceStatus
 from store import workspaces as ws_store
 from store.db import create_pool
@@ -123,3 +125,39 @@ async def test_a_retried_delete_of_a_removed_parent_finishes_a_live_child(make_s
         assert reply.status_code == 200, reply.text
         assert reply.json()["cascade_deleted"] == 1
         assert (await client.get(f"/workspaces/{child}")).status_code == 410
+
+
+async def test_no_child_is_left_live_under_a_parent_deleted_while_it_was_created(make_stack):
+    stack = await make_stack()
+    async with stack.client() as client:
+        for _ in range(3):
+            parent = (await create(client, external=True))["workspace"]["id"]
+
+            async def child(i: int, parent: str = parent):
+                await asyncio.sleep(i * 0.004)  # spread the creates across the delete
+                body = {"name": f"c{i}", "external": True, "parent_id": parent}
+                return await client.post("/workspaces", json=body)
+
+            delete, *children = await asyncio.gather(
+                client.delete(f"/workspaces/{parent}"), *(child(i) for i in range(15))
+            )
+            assert delete.status_code in (200, 202), delete.text
+            for reply in children:
+                assert reply.status_code in (201, 422), reply.text
+                if reply.status_code == 201:
+                    wid = reply.json()["workspace"]["id"]
+                    assert (await client.get(f"/workspaces/{wid}")).status_code == 410, "live under removed"
+                else:
+                    assert reply.json()["code"] == "unknown_parent"
+
+
+async def test_delete_wait_on_a_terminated_workflow_is_pending_not_500(make_stack):
+    stack = await make_stack()
+    async with stack.client() as client:
+        wid = (await create(client, external=True))["workspace"]["id"]
+        temporal = await Client.connect(stack.temporal_address)
+        await temporal.get_workflow_handle(workflow_id_for(wid)).terminate(reason="test")
+        reply = await client.delete(f"/workspaces/{wid}", params={"wait": 5})
+        assert reply.status_code == 202, reply.text
+        assert reply.json()["teardown"] == "pending", "nothing tore it down: reconcile will"
+        assert (await client.get(f"/workspaces/{wid}")).status_code == 410

@@ -77,6 +77,7 @@ class FakeActivities:
         self.row_seq = 0
         self.status_gates: dict[str, asyncio.Event] = {}
         self.held: list[str] = []
+        self.stop_gate: asyncio.Event | None = None
         self._seen_keys: set[str] = set()
         self._changed = asyncio.Condition()
 
@@ -95,7 +96,7 @@ class FakeActivities:
         self.instance_running = True
         async with self._changed:
             self._changed.notify_all()
-        return StartResult(f"fake:{req.workspace_id}:{req.generation}")
+        return StartResult(f"fake:{req.workspace_id}:{req.generation}", token_id=100 + req.generation)
 
     @implements(contract.check_liveness)
     async def check_liveness(self, req: LivenessRequest) -> LivenessReport:
@@ -110,6 +111,8 @@ class FakeActivities:
     async def stop_instances(self, req: StopRequest) -> StopReport:
         self.stops.append(req)
         await self._notify()
+        if self.stop_gate is not None:  # a slow stop: held until the test opens the gate
+            await self.stop_gate.wait()
         if self.stop_failures != 0:
             self.stop_failures -= 1 if self.stop_failures > 0 else 0
             raise RuntimeError("injected stop failure")

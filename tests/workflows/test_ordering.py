@@ -16,6 +16,7 @@ from domain.models import (
     CascadeKind,
     CascadeReport,
     CascadeRequest,
+    HeartbeatSignal,
     PauseRequest,
     RegisterSignal,
     WorkspaceInput,
@@ -102,3 +103,76 @@ async def test_a_pause_cascade_reports_each_descendant(time_env, tmp_path, setti
     fake.cascade_below = [str(uuid.uuid4())]
     report = await cascade(time_env, fake, CascadeKind.PAUSE)
     assert report.root == "paused" and list(report.reached.values()) == ["paused"]
+
+
+async def online_with_a_write_in_flight(run) -> asyncio.Event:
+    """An online workspace whose main loop is busy with a held DEGRADED write, so the updates that
+    follow queue up behind it; the returned gate releases the write."""
+    await run.handle.signal(Signal.REGISTER, RegisterSignal("http://agent:1", {}))
+    await run.fake.wait_until(lambda: run.fake.row_status == "online")
+    gate = asyncio.Event()
+    run.fake.status_gates["degraded"] = gate
+    await run.handle.signal(Signal.HEARTBEAT, HeartbeatSignal(error_rate=0.9))
+    await run.fake.wait_until(lambda: run.fake.held == ["degraded"])
+    return gate
+
+
+async def accepted(run, update: Update, *args):
+    return await run.handle.start_update(
+        update, args=list(args), wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=ActionResult
+    )
+
+
+async def test_a_pause_after_a_queued_restart_wins(time_env, tmp_path, settings_factory):
+    catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code", timeout=600)})
+    async with provisioning(time_env, "claude-code", settings_factory(None), catalog) as run:
+        gate = await online_with_a_write_in_flight(run)
+        restart = await accepted(run, Update.RESTART)
+        pause = await accepted(run, Update.PAUSE, PauseRequest())
+        gate.set()
+        assert (await restart.result()).status == "provisioning"
+        assert (await pause.result()).status == "paused"
+        await time_env.sleep(3600)
+        state = await run.state()
+        assert state.status == "paused" and run.fake.row_status == "paused", run.fake.statuses()
+        assert len(run.fake.starts) == 1, "the restart asked for before the pause never ran"
+        resumed = await run.handle.execute_update(Update.RESUME, result_type=ActionResult)
+        assert resumed.status == "provisioning" and not resumed.coalesced
+        await run.fake.wait_until(lambda: len(run.fake.starts) == 2)
+
+
+async def test_a_pause_after_a_hibernate_wins(time_env, tmp_path, settings_factory):
+    catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code", timeout=600)})
+    async with provisioning(time_env, "claude-code", settings_factory(None), catalog) as run:
+        gate = await online_with_a_write_in_flight(run)
+        hibernate = await accepted(run, Update.HIBERNATE)
+        pause = await accepted(run, Update.PAUSE, PauseRequest())
+        gate.set()
+        assert (await hibernate.result()).status == "hibernating"
+        assert (await pause.result()).status == "paused"
+        await time_env.sleep(60)
+        state = await run.state()
+        assert state.status == "paused" and run.fake.row_status == "paused", run.fake.statuses()
+        assert run.fake.statuses()[-2:] == ["hibernating", "paused"]
+
+
+async def test_a_beat_from_the_old_generation_during_a_restart_is_ignored(
+    time_env, tmp_path, settings_factory
+):
+    catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code", timeout=600)})
+    async with provisioning(time_env, "claude-code", settings_factory(None), catalog) as run:
+        old_token = 101  # the fake's token for generation 1
+        await run.handle.signal(Signal.REGISTER, RegisterSignal("http://agent:1", {}, token_id=old_token))
+        await run.fake.wait_until(lambda: run.fake.row_status == "online")
+        run.fake.stop_gate = asyncio.Event()
+        await run.handle.execute_update(Update.RESTART, result_type=ActionResult)
+        await run.fake.wait_until(lambda: len(run.fake.stops) == 1)  # stopping the old instance
+        # The old agent, still running, beats; the row says provisioning, so the API signals it.
+        await run.handle.signal(Signal.HEARTBEAT, HeartbeatSignal(token_id=old_token))
+        run.fake.stop_gate.set()
+        await run.fake.wait_until(lambda: len(run.fake.starts) == 2)
+        state = await run.state()
+        assert run.fake.statuses() == ["online", "provisioning"], "the old instance's beat counted"
+        assert state.deadline_at is not None, "the new generation keeps its deadline"
+        await run.handle.signal(Signal.REGISTER, RegisterSignal("http://agent:2", {}, token_id=102))
+        await run.fake.wait_until(lambda: run.fake.row_status == "online")
