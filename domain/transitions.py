@@ -166,6 +166,22 @@ RESTARTABLE = frozenset(WorkspaceStatus) - FROZEN
 HIBERNATABLE = frozenset({WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED})
 
 
+def update_rejection(
+    update: str, status: WorkspaceStatus, *, removed: bool, external: bool, restart_pending: bool
+) -> tuple[str, str] | None:
+    """Why a workspace's workflow refuses an operator update, as (rejection type, message); None when
+    it accepts it. The types are domain.contract.Rejection values; the API maps each to a status."""
+    if removed:
+        return "WorkspaceRemoved", "workspace removed"
+    if update == "restart" and external:
+        return "ExternalRuntime", "external agent: restart it on your side"
+    if update == "resume" and status not in RESUMABLE and not restart_pending:
+        return "InvalidState", f"cannot resume a workspace that is {status}"
+    if update == "hibernate" and status not in HIBERNATABLE:
+        return "InvalidState", f"cannot hibernate a workspace that is {status}"
+    return None
+
+
 def can_resume(status: str) -> bool:
     return WorkspaceStatus(status) in RESUMABLE
 

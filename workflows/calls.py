@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -29,3 +30,13 @@ async def local(stub: Callable[[A], Awaitable[R]], arg: A) -> R:
     return await workflow.execute_local_activity(
         stub, arg, start_to_close_timeout=_STORE_TIMEOUT, retry_policy=LOCAL_RETRY
     )
+
+
+def failure_type(err: ActivityError) -> str | None:
+    """The `ApplicationError.type` an activity failed with (domain.contract.ActivityErrorType)."""
+    return err.cause.type if isinstance(err.cause, ApplicationError) else None
+
+
+def failure_detail(err: ActivityError) -> str:
+    """The activity's own (already redacted) words, for evidence, never for events."""
+    return err.cause.message if isinstance(err.cause, ApplicationError) else ""

@@ -14,8 +14,10 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 from temporalio.workflow import ParentClosePolicy
+
+from workflows.calls import failure_type
 
 with workflow.unsafe.imports_passed_through():
     from domain import contract
@@ -49,13 +51,8 @@ async def stop_once(req: StopRequest) -> bool:
         )
         return True
     except ActivityError as err:
-        cause = err.cause
         # The activity logs the backend's own words; workflow history and events get the class only.
-        workflow.logger.warning(
-            "stop of workspace %s failed (%s)",
-            req.workspace_id,
-            cause.type if isinstance(cause, ApplicationError) else type(cause).__name__,
-        )
+        workflow.logger.warning("stop of workspace %s failed (%s)", req.workspace_id, failure_type(err))
         return False
 
 
@@ -151,8 +148,7 @@ class Stopper:
             )
             return True
         except ActivityError as err:
-            cause = err.cause
-            if not (isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.FOREIGN_RESOURCE):
+            if failure_type(err) != ActivityErrorType.FOREIGN_RESOURCE:
                 raise
             await self._record_event(
                 EventType.WORKSPACE_VOLUMES_KEPT,

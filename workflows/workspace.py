@@ -1,7 +1,8 @@
 """WorkspaceWorkflow: one durable workflow per workspace, the only writer of its status.
 
 Reads top to bottom: messages (signals, updates, the query) → the main loop → provisioning →
-operator commands → stopping instances → liveness and idleness → the one status writer."""
+operator commands → stopping instances → liveness and idleness → agent news. Every status write goes
+through the one writer (workflows/status_writer.py)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,24 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from workflows.calls import local, store
+from workflows.calls import failure_detail, failure_type, local, store
+from workflows.rescue import capture_after_the_verdict
+from workflows.status_writer import StatusWriter
 from workflows.stopping import StopOutcome, Stopper
 
 with workflow.unsafe.imports_passed_through():
     from domain import contract
     from domain import search_attributes as sa
-    from domain.contract import ActivityErrorType, Rejection, Signal, Update
+    from domain.contract import ActivityErrorType, Signal, Update
     from domain.events import EventType
     from domain.failures import start_failure_message
-    from domain.lifecycle import Timer, armed, arms_on_entry, next_due, rearm
+    from domain.lifecycle import Timer, armed, next_due
     from domain.models import (
         ActionResult,
         BootstrapFailedSignal,
         Command,
         CommandKind,
         DeleteRequest,
-        EventRecord,
         HeartbeatSignal,
         InstanceReaped,
         LivenessReport,
@@ -43,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         RegisterSignal,
         RescueRequest,
         StartRequest,
-        StatusChange,
         TeardownRecord,
         TeardownState,
         WorkspaceInput,
@@ -53,15 +54,14 @@ with workflow.unsafe.imports_passed_through():
     from domain.teardown import truncate_utf8
     from domain.timeouts import PROVISION_TIMEOUT_ERROR
     from domain.transitions import (
-        HIBERNATABLE,
         RESTARTABLE,
         RESUMABLE,
         Transition,
-        can_resume,
         liveness_slack,
         on_heartbeat,
         on_register,
         on_stale,
+        update_rejection,
     )
 
 # The row may not be committed yet when the first task runs; one that never appears means the
@@ -71,9 +71,6 @@ _START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 # A start heartbeats while it launches: a worker killed mid-start is noticed this fast, and the
 # start can be told to give up when the workspace moves on.
 _START_HEARTBEAT = timedelta(seconds=10)
-_RESCUE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-_RESCUE_BUDGET = timedelta(seconds=45)
-_RESCUE_AFTER = timedelta(seconds=2)
 # Seconds before a deadline at which the workflow wakes to re-arm its timer. The last stretch stays
 # over a second: the server fires a shorter timer only after a second.
 DEADLINE_APPROACH = 3.0
@@ -97,8 +94,10 @@ class WorkspaceWorkflow:
         self.inbox: list[Message] = []
         self._start_task: asyncio.Task[None] | None = None
         self._rescue_task: asyncio.Task[None] | None = None
-        # One writer at a time: status writes reach Postgres in the order of their sequence numbers.
-        self._writer = asyncio.Lock()
+        # The one status writer: one write at a time, in the order of their sequence numbers.
+        self._writer = StatusWriter(inp, self.state)
+        self._set_status = self._writer.write
+        self._record_event = self._writer.event
         self._stopper = Stopper(inp.workspace_id, inp.backend, self._record_event, self._on_leak_change)
         self._timer_handlers: dict[Timer, Callable[[], Awaitable[None]]] = {
             Timer.DEADLINE: self._on_deadline,
@@ -132,9 +131,18 @@ class WorkspaceWorkflow:
     def query_state(self) -> WorkspaceState:
         return self.state
 
-    def _reject_if_removed(self) -> None:
-        if self.state.teardown is not None:
-            raise ApplicationError("workspace removed", type=Rejection.REMOVED)
+    def _validate(self, update: Update) -> None:
+        state = self.state
+        rejection = update_rejection(
+            update,
+            state.status,
+            removed=state.teardown is not None,
+            external=self.inp.backend == "external",
+            restart_pending=state.restart_pending,
+        )
+        if rejection is not None:
+            kind, message = rejection
+            raise ApplicationError(message, type=kind)
 
     def _queue_restart(self, kind: CommandKind, reason: str) -> ActionResult:
         if self.state.restart_pending:
@@ -149,9 +157,7 @@ class WorkspaceWorkflow:
 
     @restart.validator
     def _validate_restart(self) -> None:
-        self._reject_if_removed()
-        if self.inp.backend == "external":
-            raise ApplicationError("external agent: restart it on your side", type=Rejection.EXTERNAL)
+        self._validate(Update.RESTART)
 
     @workflow.update(name=Update.RESUME)
     def resume(self) -> ActionResult:
@@ -159,11 +165,7 @@ class WorkspaceWorkflow:
 
     @resume.validator
     def _validate_resume(self) -> None:
-        self._reject_if_removed()
-        if not can_resume(self.state.status) and not self.state.restart_pending:
-            raise ApplicationError(
-                f"cannot resume a workspace that is {self.state.status}", type=Rejection.INVALID_STATE
-            )
+        self._validate(Update.RESUME)
 
     def _drop_queued_commands(self) -> None:
         """An operator's pause or hibernate supersedes the restart, resume or hibernate they queued
@@ -186,7 +188,7 @@ class WorkspaceWorkflow:
 
     @pause.validator
     def _validate_pause(self, req: PauseRequest | None = None) -> None:
-        self._reject_if_removed()
+        self._validate(Update.PAUSE)
 
     @workflow.update(name=Update.HIBERNATE)
     async def hibernate(self) -> ActionResult:
@@ -202,11 +204,7 @@ class WorkspaceWorkflow:
 
     @hibernate.validator
     def _validate_hibernate(self) -> None:
-        self._reject_if_removed()
-        if self.state.status not in HIBERNATABLE:
-            raise ApplicationError(
-                f"cannot hibernate a workspace that is {self.state.status}", type=Rejection.INVALID_STATE
-            )
+        self._validate(Update.HIBERNATE)
 
     @workflow.update(name=Update.DELETE)
     async def delete(self, req: DeleteRequest) -> ActionResult:
@@ -253,7 +251,7 @@ class WorkspaceWorkflow:
         return all(t is None or t.done() for t in (self._start_task, self._rescue_task))
 
     def _continue_as_new_due(self) -> bool:
-        if not self._tasks_done() or self._writer.locked():
+        if not self._tasks_done() or self._writer.busy:
             return False
         info = workflow.info()
         return (
@@ -325,16 +323,10 @@ class WorkspaceWorkflow:
 
     async def _start_instance(self, generation: int, timeout_secs: int, deadline_at: float) -> None:
         inp = self.inp
+        req = StartRequest(
+            inp.workspace_id, inp.runtime, inp.backend, inp.template, generation, deadline_at, timeout_secs
+        )  # fmt: skip
         try:
-            req = StartRequest(
-                inp.workspace_id,
-                inp.runtime,
-                inp.backend,
-                inp.template,
-                generation,
-                deadline_at,
-                timeout_secs,
-            )
             result = await workflow.execute_activity(
                 contract.start_instance,
                 req,
@@ -350,14 +342,12 @@ class WorkspaceWorkflow:
         except ActivityError as err:
             if generation != self.state.generation or self.state.status != WorkspaceStatus.PROVISIONING:
                 return  # the deadline, a register or an operator already decided
-            cause = err.cause
-            if isinstance(cause, TemporalTimeoutError):
+            if isinstance(err.cause, TemporalTimeoutError):
                 return  # retried until the deadline: the deadline's own verdict says so
-            kind = cause.type if isinstance(cause, ApplicationError) else None
-            if kind == ActivityErrorType.SUPERSEDED:
-                return
-            detail = cause.message if isinstance(cause, ApplicationError) else ""
-            await self._fail_boot("start_failed", start_failure_message(kind), {}, detail=detail)
+            kind = failure_type(err)
+            if kind != ActivityErrorType.SUPERSEDED:
+                error = start_failure_message(kind)
+                await self._fail_boot("start_failed", error, {}, detail=failure_detail(err))
         except asyncio.CancelledError:
             return  # the workspace moved on; whatever the attempt launched is stopped by the caller
         finally:
@@ -372,11 +362,7 @@ class WorkspaceWorkflow:
                     contract.prepare_provision, ProvisionRequest(inp.workspace_id, inp.runtime, inp.template)
                 )
             except ActivityError as err:
-                cause = err.cause
-                if not (
-                    isinstance(cause, ApplicationError)
-                    and cause.type == ActivityErrorType.WORKSPACE_NOT_FOUND
-                ):
+                if failure_type(err) != ActivityErrorType.WORKSPACE_NOT_FOUND:
                     raise
             if wait is not None:
                 await workflow.sleep(wait)
@@ -425,21 +411,7 @@ class WorkspaceWorkflow:
             reason, log_tail, detail,
         )  # fmt: skip
 
-        async def capture() -> None:
-            # A burst of verdicts (50 workspaces created together share a deadline) must land on
-            # time: the bundles, which take real work, wait a moment so they never delay a flip.
-            await workflow.sleep(_RESCUE_AFTER)
-            try:
-                await workflow.execute_activity(
-                    contract.capture_rescue,
-                    request,
-                    schedule_to_close_timeout=_RESCUE_BUDGET,
-                    retry_policy=_RESCUE_RETRY,
-                )
-            except ActivityError:
-                workflow.logger.warning("rescue bundle for %s not captured", inp.workspace_id)
-
-        self._rescue_task = asyncio.create_task(capture())
+        self._rescue_task = asyncio.create_task(capture_after_the_verdict(request))
 
     async def _reap_failed(self) -> None:
         """The rescue grace is over: stop the failed instance and drop its volumes."""
@@ -671,67 +643,3 @@ class WorkspaceWorkflow:
                 clear_sample_error=transition.clear_sample_error,
                 from_statuses=(status,),
             )
-
-    # --- the one status writer ------------------------------------------------------------------
-
-    async def _set_status(
-        self,
-        status: WorkspaceStatus,
-        event_type: EventType,
-        payload: dict[str, Any],
-        *,
-        last_sample_error: str | None = None,
-        clear_sample_error: bool = False,
-        quick: bool = False,
-        from_statuses: tuple[WorkspaceStatus, ...] | None = None,
-        generation: int | None = None,
-    ) -> bool:
-        """Write a status change and its event; False when it no longer applies.
-
-        Writes are serialised, each with the next transition sequence number (the store refuses one
-        that is not newer than the row's), so the row always ends as the workflow's status. A change
-        decided from a status that another writer replaced meanwhile (`from_statuses`) is dropped."""
-        async with self._writer:
-            if self.state.teardown is not None and status != WorkspaceStatus.REMOVED:
-                return False  # removed is final; the store refuses it too
-            if from_statuses is not None and self.state.status not in from_statuses:
-                return False
-            self.state.transition_seq += 1
-            change = StatusChange(
-                workspace_id=self.inp.workspace_id,
-                status=status.value,
-                event_type=event_type.value,
-                payload=payload,
-                key=f"{workflow.info().workflow_id}:{self.state.transition_seq}",
-                seq=self.state.transition_seq,
-                last_sample_error=last_sample_error,
-                clear_sample_error=clear_sample_error,
-                generation=generation,
-            )
-            self._arm_timers_for(status)
-            self.state.status = status
-            self.state.status_seq = self.state.transition_seq
-            workflow.upsert_search_attributes([sa.WORKSPACE_STATUS.value_set(status.value)])
-            # quick: a local activity, one workflow task instead of an activity round trip, for the
-            # writes someone waits on (an update's reply, the deadline verdict).
-            await (local if quick else store)(contract.record_status, change)
-            return True
-
-    def _arm_timers_for(self, status: WorkspaceStatus) -> None:
-        now, state = self._now(), self.state
-        if Timer.LIVENESS in arms_on_entry(state.status, status):
-            state.last_beat_at = max(state.last_beat_at or 0.0, now)  # live from now on
-        state.due = rearm(
-            state.due,
-            state.status,
-            status,
-            now,
-            stale_after=state.stale_after_secs,
-            idle_after=self._idle_secs() or None,
-            rescue_grace=state.rescue_grace_secs,
-        )
-
-    async def _record_event(self, event_type: EventType, payload: dict[str, Any]) -> None:
-        self.state.transition_seq += 1
-        key = f"{workflow.info().workflow_id}:{self.state.transition_seq}"
-        await store(contract.record_event, EventRecord(self.inp.workspace_id, event_type.value, payload, key))

@@ -50,3 +50,22 @@ def test_implementations_take_and_return_the_stub_types() -> None:
     stubs = {name(s): s for s in contract.ACTIVITY_STUBS}
     for impl in [*worker_activities(), *fake_activities()]:
         assert _types(impl) == _types(stubs[name(impl)]), name(impl)
+
+
+def test_update_rejections_are_the_contracts_rejection_types() -> None:
+    from domain.status import WorkspaceStatus
+    from domain.transitions import update_rejection
+
+    cases = [
+        (contract.Update.PAUSE, WorkspaceStatus.ONLINE, {"removed": True}, contract.Rejection.REMOVED),
+        (contract.Update.RESTART, WorkspaceStatus.ONLINE, {"external": True}, contract.Rejection.EXTERNAL),
+        (contract.Update.RESUME, WorkspaceStatus.ONLINE, {}, contract.Rejection.INVALID_STATE),
+        (contract.Update.HIBERNATE, WorkspaceStatus.PAUSED, {}, contract.Rejection.INVALID_STATE),
+    ]
+    for update, status, flags, expected in cases:
+        kw = {"removed": False, "external": False, "restart_pending": False} | flags
+        rejection = update_rejection(update, status, **kw)
+        assert rejection is not None and rejection[0] == expected, (update, rejection)
+    accepted = {"removed": False, "external": False, "restart_pending": False}
+    assert update_rejection(contract.Update.RESUME, WorkspaceStatus.PAUSED, **accepted) is None
+    assert update_rejection(contract.Update.HIBERNATE, WorkspaceStatus.ONLINE, **accepted) is None
