@@ -2,9 +2,11 @@
 
 `limit` wrong tokens (admin or workspace) from one address within a window of `window` seconds
 (a fixed window that opens at its first failure) lock that address out: every authenticated route
-answers it 429 until the window closes, a valid token included (so a locked-out address learns
-nothing, and costs no database round trip). Other addresses are unaffected. A missing token, a
-revoked one, or a token used for another workspace is not a guess and is not counted.
+answers it 429 until the window closes, without looking at the token (so a locked-out address
+learns nothing, and costs no database round trip) -- except for a token that already authenticated
+from that address, so its valid callers (agents sharing 127.0.0.1 with a misbehaving one, say) carry
+on unslowed. Other addresses are unaffected. A missing token, a revoked one, or a token used for
+another workspace is not a guess and is not counted.
 
 In memory, per API process: each replica counts on its own. Both operations are O(1); windows are
 kept in the order they opened, so expired ones are dropped from the front as new ones open, and at
@@ -39,19 +41,36 @@ class AuthFailureLimiter:
         self.clock = clock
         self.max_tracked = max_tracked
         self._windows: OrderedDict[str, _Window] = OrderedDict()
+        # (address, credential digest) pairs that authenticated, most recent last.
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def retry_after(self, address: str) -> int | None:
-        """Whole seconds until `address` may try again, or None when it may try now."""
+    def retry_after(self, address: str, credential: str | None = None) -> int | None:
+        """Whole seconds until `address` may try again, or None when it may try now.
+        `credential`: a digest of the token offered; one that authenticated from here passes."""
         if not self.limit:
             return None
         entry = self._windows.get(address)
         if entry is None or entry.failures < self.limit:
+            return None
+        if credential is not None and (address, credential) in self._known:
             return None
         remaining = entry.opened + self.window - self.clock()
         if remaining <= 0:
             del self._windows[address]
             return None
         return max(1, math.ceil(remaining))
+
+    def succeeded(self, address: str, credential: str) -> None:
+        """`credential` (a digest) authenticated from `address`: it is never locked out there."""
+        if not self.limit:
+            return
+        key = (address, credential)
+        if key in self._known:
+            self._known.move_to_end(key)
+            return
+        self._known[key] = None
+        if len(self._known) > self.max_tracked:
+            self._known.popitem(last=False)
 
     def failed(self, address: str) -> None:
         if not self.limit:

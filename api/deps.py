@@ -16,7 +16,7 @@ from api.platform import Platform
 from config.settings import Settings
 from store import tokens
 from store import workspaces as ws_store
-from store.tokens import TokenOwner
+from store.tokens import TokenOwner, hash_token
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain `def` ones in a
@@ -64,9 +64,10 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def check_auth_limit(platform: Platform, address: str) -> None:
-    """429 for an address with too many failed authentications in the current window (O(1))."""
-    retry_after = platform.auth_failures.retry_after(address)
+def check_auth_limit(platform: Platform, address: str, credential: str | None = None) -> None:
+    """429 for an address with too many failed authentications in the current window (O(1)), unless
+    `credential` (a token digest) already authenticated from it."""
+    retry_after = platform.auth_failures.retry_after(address, credential)
     if retry_after is not None:
         raise TooManyAuthFailures(retry_after)
 
@@ -96,12 +97,14 @@ async def require_operator(request: Request, platform: PlatformDep, credentials:
             "admin_token_unset",
         )
     address = client_address(request)
-    check_auth_limit(platform, address)
-    if credentials is None:
+    digest = hash_token(credentials.credentials) if credentials is not None else None
+    check_auth_limit(platform, address, digest)
+    if credentials is None or digest is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)", "unauthorized")
     if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
         platform.auth_failures.failed(address)
         raise ApiError(401, "invalid admin token", "unauthorized")
+    platform.auth_failures.succeeded(address, digest)
 
 
 Operator = Depends(require_operator)
@@ -111,14 +114,16 @@ async def require_workspace_token(
     request: Request, platform: PlatformDep, credentials: WorkspaceBearer
 ) -> TokenOwner:
     address = client_address(request)
-    check_auth_limit(platform, address)
-    if credentials is None:
+    digest = hash_token(credentials.credentials) if credentials is not None else None
+    check_auth_limit(platform, address, digest)
+    if credentials is None or digest is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized")
     owner = await tokens.authenticate(await platform.pool(), credentials.credentials)
     if owner is None:
         if not await tokens.was_issued(await platform.pool(), credentials.credentials):
             platform.auth_failures.failed(address)
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
+    platform.auth_failures.succeeded(address, digest)
     if owner.workspace_removed:
         raise ApiError(
             410, f"workspace {owner.workspace_id} was removed", "workspace_removed", id=owner.workspace_id

@@ -96,15 +96,16 @@ async def heartbeat(request: Request) -> Response:
     # news, and the small reply skips the response-model pass.
     platform: Platform = request.app.state.platform
     address = client_address(request)
-    check_auth_limit(platform, address)
+    token = bearer(request.headers.get("authorization"))
+    digest = hash_token(token) if token is not None else None
+    check_auth_limit(platform, address, digest)
     try:
         body = HeartbeatBody.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
         ) from None
-    token = bearer(request.headers.get("authorization"))
-    if token is None:
+    if digest is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized")
     workspace_id = parse_workspace_id(body.workspace_id)
     beat = heartbeats.Beat(
@@ -117,7 +118,7 @@ async def heartbeat(request: Request) -> Response:
         monthly_spend=min(max(body.monthly_spend, 0), MAX_MONTHLY_SPEND),
         **_metadata_update(body.runtime_metadata),
     )
-    result = await platform.beats.record(hash_token(token), workspace_id, beat)
+    result = await platform.beats.record(digest, workspace_id, beat)
     if result.verdict in ("unknown_token", "revoked"):
         if result.verdict == "unknown_token":  # a guess; a revoked token is a stale agent
             platform.auth_failures.failed(address)
@@ -125,6 +126,7 @@ async def heartbeat(request: Request) -> Response:
     if result.verdict == "removed":
         platform.inbound_secrets.forget(result.token_workspace or workspace_id)
         raise _gone(result.token_workspace or workspace_id)
+    platform.auth_failures.succeeded(address, digest)  # an issued token: it authenticated
     if result.verdict == "wrong_workspace":
         raise ApiError(403, f"this token does not belong to workspace {workspace_id}", "forbidden")
     assert result.status is not None

@@ -76,7 +76,8 @@ async def test_wrong_admin_tokens_lock_out_that_address_only(app):
         for _ in range(LIMIT):
             assert (await attacker.get("/workspaces")).status_code == 401
         assert_limited(await attacker.get("/workspaces"))
-        # Once limited, the address gets 429 for any authentication, a valid token included.
+        # Once limited, the address gets 429 for a token it has not authenticated with before,
+        # the valid one included: a locked-out address learns nothing.
         assert_limited(await neighbour.get("/workspaces"))
         assert_limited(await neighbour.get(f"/workspaces/{uuid.uuid4()}/events"))
     async with client(app, "10.0.0.2") as elsewhere:
@@ -105,6 +106,27 @@ async def test_wrong_workspace_tokens_lock_out_heartbeat_and_register(app):
         assert_limited(await same_address.post("/registry/heartbeat", json=beat))
     async with client(app, "10.0.2.2", created["auth_token"]) as agent:
         assert (await agent.post("/registry/heartbeat", json=beat)).status_code == 200
+
+
+async def test_a_valid_caller_that_shares_the_attackers_address_carries_on(app):
+    """Agents on one host share an address: one that guesses must not lock the others out."""
+    created = await external_workspace(app)
+    beat = {"workspace_id": created["workspace"]["id"]}
+    async with (
+        client(app, "10.0.5.1", created["auth_token"]) as agent,
+        client(app, "10.0.5.1", "not-a-token") as attacker,
+        client(app, "10.0.5.1") as operator,
+    ):
+        assert (await agent.post("/registry/heartbeat", json=beat)).status_code == 200
+        assert (await operator.get("/workspaces")).status_code == 200
+        for _ in range(LIMIT):
+            assert (await attacker.post("/registry/heartbeat", json=beat)).status_code == 401
+        assert_limited(await attacker.post("/registry/heartbeat", json=beat))
+        for _ in range(5):
+            assert (await agent.post("/registry/heartbeat", json=beat)).status_code == 200
+            assert (await operator.get("/workspaces")).status_code == 200
+        register = await agent.post("/registry/register", json={"id": beat["workspace_id"]})
+        assert register.status_code != 429, register.text
 
 
 async def test_wrong_tokens_on_register_count_too(app):

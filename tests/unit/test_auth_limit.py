@@ -58,3 +58,14 @@ def test_memory_stays_bounded_by_expiry_and_by_the_cap():
     for i in range(1000):
         limiter.failed(f"spray-{i}")
     assert len(limiter._windows) <= 100
+
+
+def test_a_credential_that_authenticated_from_the_address_is_never_locked_out():
+    limiter = AuthFailureLimiter(2, window=60, clock=Clock())
+    limiter.succeeded("10.0.0.1", "known")
+    limiter.failed("10.0.0.1")
+    limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1", "known") is None
+    assert limiter.retry_after("10.0.0.1", "guess") == 60
+    assert limiter.retry_after("10.0.0.1") == 60
+    assert limiter.retry_after("10.0.0.2", "known") is None  # never limited there anyway
