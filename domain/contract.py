@@ -50,6 +50,7 @@ class Signal(StrEnum):
     HEARTBEAT = "heartbeat"
     BOOTSTRAP_FAILED = "bootstrap_failed"
     INSTANCE_REAPED = "instance_reaped"
+    RETRY_NOW = "retry_now"  # to a reaper: its workspace confirmed every instance gone, try at once
 
 
 class Update(StrEnum):

@@ -46,6 +46,7 @@ class WorkspaceState:
     rescue_grace_secs: int = 86400
     restart_pending: bool = False  # a restart is queued or running: another one is coalesced
     instance_token_id: int | None = None  # the current instance's token
+    reapers: list[str] = field(default_factory=list)  # reaper workflows started for old instances
     # Agent news that came with this token or an older one is from an instance the workspace moved on
     # from (it may still beat while it is being stopped): ignored.
     stale_through_token: int = 0

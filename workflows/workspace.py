@@ -513,6 +513,8 @@ class WorkspaceWorkflow:
             reaper_id = f"reaper-{self.inp.workspace_id}-{self.state.generation}-{self.state.transition_seq}"
             outcome = await self._stopper.stop_bounded(self.state.instance_id, below, reaper_id)
             stopped = outcome == StopOutcome.STOPPED
+            if not stopped:
+                self.state.reapers.append(reaper_id)
         self.state.instance_id = None
         return stopped
 
@@ -538,10 +540,20 @@ class WorkspaceWorkflow:
             teardown.volumes_removed = await self._stopper.remove_volumes()
         teardown.complete = True
         await self._record_teardown()
+        await self._wake_reapers()
         await self._record_event(
             EventType.WORKSPACE_TEARDOWN_COMPLETE,
             {"attempts": teardown.attempts, "last_error": teardown.last_error},
         )
+
+    async def _wake_reapers(self) -> None:
+        """Teardown confirmed every instance gone: a reaper waiting out its backoff can finish now."""
+        for reaper_id in self.state.reapers:
+            try:
+                await workflow.get_external_workflow_handle(reaper_id).signal(Signal.RETRY_NOW)
+            except Exception:
+                workflow.logger.info("reaper %s already finished", reaper_id)
+        self.state.reapers.clear()
 
     async def _on_stop_failure(self, first_suspect: bool) -> None:
         """Called after each failed teardown stop: report progress, and carry on in a new run when

@@ -78,6 +78,7 @@ class FakeActivities:
         self.status_gates: dict[str, asyncio.Event] = {}
         self.held: list[str] = []
         self.stop_gate: asyncio.Event | None = None
+        self.stop_times: list[datetime] = []
         self._seen_keys: set[str] = set()
         self._changed = asyncio.Condition()
 
@@ -110,6 +111,7 @@ class FakeActivities:
     @implements(contract.stop_instances)
     async def stop_instances(self, req: StopRequest) -> StopReport:
         self.stops.append(req)
+        self.stop_times.append(await self.env.get_current_time())
         await self._notify()
         if self.stop_gate is not None:  # a slow stop: held until the test opens the gate
             await self.stop_gate.wait()

@@ -206,3 +206,23 @@ async def test_bootstrap_failed_fails_only_a_provisioning_workspace(time_env, tm
         await run.handle.signal(WorkspaceWorkflow.bootstrap_failed, BootstrapFailedSignal("late"))
         await run.state()
         assert run.fake.statuses() == ["failed", "online"]
+
+
+async def test_a_delete_lets_the_reaper_of_an_old_instance_finish_at_once(
+    time_env, tmp_path, settings_factory
+):
+    async with workspace(time_env, tmp_path, settings_factory) as run:
+        run.fake.stop_failures = -1  # the restart's three attempts fail: a reaper takes over
+        await run.handle.execute_update(WorkspaceWorkflow.restart)
+        await run.fake.wait_until(lambda: len(run.fake.starts) == 2)
+        await run.env.sleep(600)  # the reaper has failed for a while: its backoff is at minutes now
+        reaper_calls = len(run.fake.stops)
+        assert reaper_calls >= 6
+        run.fake.stop_failures = 0
+        await delete(run)
+        assert await run.handle.result() == "removed"
+        done_at = run.fake.teardowns[-1]
+        await run.fake.wait_until(lambda: len(run.fake.stops) >= reaper_calls + 2)  # teardown + reaper
+        gap = (run.fake.stop_times[-1] - run.fake.stop_times[-2]).total_seconds()
+        assert gap < 5, f"the reaper waited {gap:.0f}s after the teardown confirmed everything gone"
+        assert done_at.teardown.complete
