@@ -35,6 +35,7 @@ EXIT_CONFIG = 2
 EXIT_AUTH = 3
 
 SIMULATED_ERROR = "simulated failure"
+NATIVE_SESSION_CAPABILITY = "session"  # the wire name of the runtime's provides_native_session
 
 
 class _Server(uvicorn.Server):
@@ -120,7 +121,7 @@ class Agent:
         card = agent_card(self.url)
         server = _Server(
             uvicorn.Config(
-                create_app(card, self.state),
+                create_app(card, self.state, self.fault_overrides),
                 log_config=None,
                 log_level="warning",
                 access_log=False,
@@ -251,33 +252,60 @@ class Agent:
             failures += 1
             log.warning("heartbeat failed (%s); will retry in %.1fs", problem, interval)
 
-    def faults(self) -> tuple[float, bool]:
-        """(error_rate, wedged): the env's fault modes, overridden at run time by
-        `<WORKSPACE_CONFIG_PATH>/faults.json` ({"error_rate": 0.8, "wedged": true}) when present."""
-        error_rate, wedged = self.config.error_rate, self.config.wedged
+    def fault_overrides(self) -> dict[str, Any]:
+        """The run-time fault overrides in `<WORKSPACE_CONFIG_PATH>/faults.json`, re-read on every call
+        (every heartbeat and every A2A request), so a test can switch modes while the agent runs.
+        Absent or malformed: ``{}``. Keys (each optional; malformed values are ignored):
+
+        - ``error_rate`` (0..1), ``wedged`` (bool): override ``AGENT_ERROR_RATE`` / ``AGENT_WEDGED``;
+        - ``active_tasks`` (int): heartbeats report at least this many active tasks;
+        - ``native_session`` (true): heartbeats declare the ``session`` capability;
+        - ``idle_timeout_seconds`` (int): sent as ``runtime_metadata.idle_timeout_seconds`` (0 clears);
+        - ``a2a`` (``reset`` / ``busy`` / ``slow`` / ``hold`` / ``large``) with ``a2a_delay_seconds``,
+          ``a2a_hold_file``, ``a2a_response_bytes``, ``a2a_content_length``: see
+          :class:`agent.a2a.A2AFault`.
+        """
         try:
             override = json.loads((self.config.config_path / FAULTS_FILE).read_text())
         except (OSError, ValueError):
-            return error_rate, wedged
-        if isinstance(override, dict):
-            rate = override.get("error_rate", error_rate)
-            if isinstance(rate, int | float) and 0 <= rate <= 1:
-                error_rate = float(rate)
-            wedged = bool(override.get("wedged", wedged))
+            return {}
+        return override if isinstance(override, dict) else {}
+
+    def faults(self, overrides: dict[str, Any] | None = None) -> tuple[float, bool]:
+        """(error_rate, wedged): the env's fault modes, overridden by ``overrides`` (by default
+        :meth:`fault_overrides`, e.g. ``{"error_rate": 0.8, "wedged": true}``)."""
+        error_rate, wedged = self.config.error_rate, self.config.wedged
+        override = self.fault_overrides() if overrides is None else overrides
+        rate = override.get("error_rate", error_rate)
+        if isinstance(rate, int | float) and not isinstance(rate, bool) and 0 <= rate <= 1:
+            error_rate = float(rate)
+        wedged = bool(override.get("wedged", wedged))
         return error_rate, wedged
 
     def heartbeat_payload(self) -> dict[str, Any]:
         cfg, state = self.config, self.state
-        error_rate, wedged = self.faults()
+        overrides = self.fault_overrides()
+        error_rate, wedged = self.faults(overrides)
+        active_tasks = state.active_tasks
+        floor = overrides.get("active_tasks")
+        if isinstance(floor, int) and not isinstance(floor, bool):
+            active_tasks = max(active_tasks, floor)
+        capabilities = dict(CAPABILITIES)
+        if overrides.get("native_session") is True:
+            capabilities[NATIVE_SESSION_CAPABILITY] = True
+        metadata: dict[str, Any] = {"capabilities": capabilities}
+        idle = overrides.get("idle_timeout_seconds")
+        if isinstance(idle, int) and not isinstance(idle, bool):
+            metadata["idle_timeout_seconds"] = idle
         return {
             "workspace_id": cfg.workspace_id,
             "error_rate": error_rate,
             "sample_error": SIMULATED_ERROR if error_rate > 0 else "",
-            "active_tasks": state.active_tasks,
+            "active_tasks": active_tasks,
             "uptime_seconds": state.uptime_seconds(),
             "current_task": state.current_task,
             "runtime_state": "wedged" if wedged else "",
-            "runtime_metadata": {"capabilities": dict(CAPABILITIES)},
+            "runtime_metadata": metadata,
         }
 
     def _verdict(self, response: httpx.Response, call: str) -> int | None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api.body_limit import BodyLimitMiddleware
 from api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from api.platform import Platform
-from api.routes import events, lifecycle, registry, system, workspaces
+from api.routes import a2a, delegations, discovery, events, lifecycle, registry, system, workspaces
 from config.settings import Settings, get_settings
 from config.version import __version__
 
@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifecycle.router,
         lifecycle.admin_router,
         registry.router,
+        a2a.router,
+        a2a.admin_router,
+        delegations.router,
+        discovery.router,
         events.router,
         system.router,
     ):

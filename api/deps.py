@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, TooManyAuthFailures
@@ -161,3 +161,67 @@ async def existing_workspace_id(pool: asyncpg.Pool, workspace_id: str) -> str:
 def check_owner(owner: TokenOwner, workspace_id: str) -> None:
     if owner.workspace_id != workspace_id:
         raise ApiError(403, f"this token does not belong to workspace {workspace_id}", "forbidden")
+
+
+async def require_workspace_or_operator(
+    request: Request,
+    platform: PlatformDep,
+    admin: AdminBearer,
+    workspace: WorkspaceBearer,
+    x_workspace_id: Annotated[
+        str | None,
+        Header(
+            alias="X-Workspace-ID",
+            description="the calling workspace; when sent by a workspace it must be its token's one",
+        ),
+    ] = None,
+) -> TokenOwner | None:
+    """The workspace whose token this is, or None for the operator (the admin token).
+
+    The same checks, in the same order, as `require_operator` and `require_workspace_token`: the
+    address's limit on failed authentication before the token is looked at, a wrong token counted
+    once, a revoked one (a stale agent) not counted, a removed workspace's token 410."""
+    credentials = admin or workspace
+    settings = platform.settings
+    if not settings.admin_token and settings.molecule_env == "development":
+        # Operator routes are open here (require_operator): a workspace token still says who calls.
+        pool = await platform.pool()
+        owner = await tokens.authenticate(pool, credentials.credentials) if credentials else None
+        if owner is None:
+            return None
+        if owner.workspace_removed:
+            raise ApiError(
+                410, f"workspace {owner.workspace_id} was removed", "workspace_removed", id=owner.workspace_id
+            )
+    else:
+        address = client_address(request)
+        digest = hash_token(credentials.credentials) if credentials is not None else None
+        check_auth_limit(platform, address, digest)
+        if (
+            credentials is not None
+            and digest is not None
+            and settings.admin_token
+            and hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode())
+        ):
+            platform.auth_failures.succeeded(address, digest)
+            return None
+        owner = await require_workspace_token(request, platform, credentials)
+    claimed = (x_workspace_id or "").strip()
+    if claimed and _canonical_id(claimed) != owner.workspace_id:
+        raise ApiError(403, "X-Workspace-ID is not the workspace of this token", "forbidden")
+    return owner
+
+
+def _canonical_id(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+WorkspaceOrOperator = Annotated[TokenOwner | None, Depends(require_workspace_or_operator)]
+
+
+def check_owner_or_operator(caller: TokenOwner | None, workspace_id: str) -> None:
+    if caller is not None:
+        check_owner(caller, workspace_id)

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
+from store.listener import Listener
 
-from store import events as event_store
-
-log = logging.getLogger("molecule.events")
 _QUEUE_SIZE = 1000
 
 
@@ -29,17 +24,14 @@ class Subscription:
 
 class EventHub:
     def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+        self.listener = Listener(dsn, on_lost=self._on_lost)
+        self.listener.add(self._on_event)
         self._subs: set[Subscription] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
 
     async def subscribe(self, workspace_id: str | None) -> Subscription:
-        if self._task is None or self._task.done():
-            self._ready.clear()
-            self._task = asyncio.create_task(self._listen())
+        self.listener.start()
         # Events committed before LISTEN took effect are replayed from the table by the caller.
-        await asyncio.wait_for(self._ready.wait(), 10)
+        await asyncio.wait_for(self.listener.ready.wait(), 10)
         sub = Subscription(workspace_id)
         self._subs.add(sub)
         return sub
@@ -47,38 +39,13 @@ class EventHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    async def _listen(self) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                conn = await asyncpg.connect(self.dsn)
-                try:
-                    await conn.add_listener(event_store.CHANNEL, self._on_notify)
-                    self._ready.set()
-                    backoff = 0.5
-                    while not conn.is_closed():
-                        await asyncio.sleep(5)
-                        await conn.execute("SELECT 1")
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("event listener lost its connection (%s); reconnecting", type(exc).__name__)
-            self._ready.clear()
-            for sub in list(self._subs):  # a gap in the stream: tell clients to resume with Last-Event-ID
-                sub.lost = True
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait({})
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10)
+    def _on_lost(self) -> None:
+        for sub in list(self._subs):  # a gap in the stream: tell clients to resume with Last-Event-ID
+            sub.lost = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait({})
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            return
+    def _on_event(self, event: dict[str, Any]) -> None:
         for sub in list(self._subs):
             if sub.workspace_id and event.get("workspace_id") != sub.workspace_id:
                 continue
@@ -88,7 +55,4 @@ class EventHub:
                 sub.lagged = True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self.listener.stop()

@@ -25,7 +25,15 @@ from api.errors import ApiError, OrchestratorUnavailable, is_temporal_unavailabl
 from domain import contract
 from domain import search_attributes as sa
 from domain.contract import Rejection, Signal, Update
-from domain.models import ActionResult, CascadeReport, CascadeRequest, WorkspaceInput, workflow_id_for
+from domain.models import (
+    ActionResult,
+    CascadeReport,
+    CascadeRequest,
+    DelegationInput,
+    QueuedDelivery,
+    WorkspaceInput,
+    workflow_id_for,
+)
 from domain.status import WorkspaceStatus
 
 log = logging.getLogger("molecule.api")
@@ -203,3 +211,40 @@ class WorkflowGateway:
                     f"the {req.kind} cascade of {req.root_id} failed; retry the request",
                     "cascade_failed",
                 ) from None
+
+    # --- agent-to-agent -------------------------------------------------------------------------
+
+    async def wake(self, workspace_id: str) -> None:
+        """Tell a hibernated workspace's workflow to resume; a call that finds it hibernated does not
+        wait for the answer, and a wake already under way (or refused) changes nothing."""
+        try:
+            handle = await self._handle(workspace_id)
+            await asyncio.wait_for(
+                handle.execute_update(Update.RESUME, result_type=ActionResult), self.reply_timeout
+            )
+        except Exception as exc:  # the caller already has its 503 waking; the next call retries
+            log.info("workspace %s: wake not applied (%s)", workspace_id, type(exc).__name__)
+
+    async def start_delegation(self, inp: DelegationInput) -> None:
+        """Start the delegation's workflow; one already started for this id is left to run."""
+        with _temporal_errors(inp.source_id, not_found_is_gone=False):
+            try:
+                await (await self.client()).start_workflow(
+                    contract.DELEGATION_WORKFLOW,
+                    inp,
+                    id=contract.delegation_workflow_id(inp.delegation_id),
+                    task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                )
+            except WorkflowAlreadyStartedError:
+                pass
+
+    async def delegation_delivered(self, delivery: QueuedDelivery) -> None:
+        """Tell a delegation what became of its queued message; one that already ended is left alone."""
+        client = await self.client()
+        handle = client.get_workflow_handle(contract.delegation_workflow_id(delivery.delegation_id))
+        try:
+            await handle.signal(Signal.DELEGATION_DELIVERED, delivery)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
@@ -17,6 +20,8 @@ from api.news_gate import NewsGate
 from api.secret_cache import InboundSecretCache
 from config.settings import Settings
 from config.templates import TemplateCatalog
+from relay.dispatch import Dispatcher
+from relay.forward import ForwardConfig, Forwarder
 from store.db import create_pool
 
 log = logging.getLogger("molecule.api")
@@ -38,6 +43,32 @@ class Platform:
         self.gateway = WorkflowGateway(
             self.temporal, settings.task_queue, settings.update_reply_timeout_seconds
         )
+        self.dispatcher = Dispatcher(settings.ssrf_policy())
+        self._forwarder: Forwarder | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def forwarder(self) -> Forwarder:
+        if self._forwarder is None:
+            config = ForwardConfig(
+                idle_timeout_seconds=self.settings.a2a_idle_timeout_seconds,
+                ceiling_seconds=self.settings.a2a_call_ceiling_seconds,
+                queue_ttl_seconds=self.settings.a2a_queue_ttl_seconds,
+            )
+            self._forwarder = Forwarder(await self.pool(), self.dispatcher, self.hub.listener.watch, config)
+        return self._forwarder
+
+    def spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `work` after the reply (a log row, a wake): kept referenced, failures logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:
+                log.warning("%s failed (%s)", what, type(exc).__name__)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -76,6 +107,10 @@ class Platform:
         return self._client
 
     async def close(self) -> None:
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        await self.dispatcher.close()
         await self.hub.stop()
         if self._pool is not None:
             await self._pool.close()

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.ssrf import Policy
+
 log = logging.getLogger("molecule.settings")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +106,18 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     http_body_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
+    # A2A proxy. A dispatch is cancelled after this long without any event for the target (each
+    # heartbeat is one); an agent's own `runtime_metadata.idle_timeout_seconds` overrides it.
+    a2a_idle_timeout_seconds: PositiveInt = 300
+    # Agent-to-agent calls end after this long whatever the events.
+    a2a_call_ceiling_seconds: PositiveInt = 1800
+    # RFC 1918 agent URLs outside development (agents on a private network beside the platform).
+    a2a_allow_private_networks: bool = False
+    # A queued message not delivered by then is dropped by POST /admin/a2a-queue/drop-stale.
+    a2a_queue_ttl_seconds: PositiveInt = 24 * 3600
+    # A delegation that has no answer by then fails with a reason.
+    delegation_timeout_seconds: PositiveInt = 1800
+
     @field_validator("*", mode="wrap")
     @classmethod
     def _lenient(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
@@ -130,6 +144,11 @@ class Settings(BaseSettings):
             n: (getattr(self, f"tier{n}_memory_mb"), getattr(self, f"tier{n}_cpu_shares"))
             for n in range(1, 5)
         }
+
+    def ssrf_policy(self) -> Policy:
+        return Policy(
+            development=self.molecule_env == "development", allow_private=self.a2a_allow_private_networks
+        )
 
     def platform_id(self) -> str:
         """Stable id of this platform install: configured, else persisted in the data dir."""

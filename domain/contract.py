@@ -20,6 +20,11 @@ from temporalio import activity
 from domain.models import (
     CascadeRequest,
     CascadeTarget,
+    DelegationFinish,
+    DelegationInput,
+    DelegationOutcome,
+    DrainReport,
+    DrainRequest,
     EventRecord,
     IdleReport,
     LivenessReport,
@@ -43,6 +48,7 @@ WORKSPACE_WORKFLOW = "WorkspaceWorkflow"
 REAPER_WORKFLOW = "ReaperWorkflow"
 RECONCILE_WORKFLOW = "ReconcileWorkflow"
 CASCADE_WORKFLOW = "CascadeWorkflow"
+DELEGATION_WORKFLOW = "DelegationWorkflow"
 
 
 class Signal(StrEnum):
@@ -51,6 +57,8 @@ class Signal(StrEnum):
     BOOTSTRAP_FAILED = "bootstrap_failed"
     INSTANCE_REAPED = "instance_reaped"
     RETRY_NOW = "retry_now"  # to a reaper: its workspace confirmed every instance gone, try at once
+    DRAIN_QUEUE = "drain_queue"  # a heartbeat showed capacity while messages wait in the queue
+    DELEGATION_DELIVERED = "delegation_delivered"  # to a delegation: its queued message was answered
 
 
 class Update(StrEnum):
@@ -74,6 +82,10 @@ def reconcile_workflow_id(task_queue: str) -> str:
 
 def cascade_workflow_id(kind: str, root_id: str) -> str:
     return f"cascade-{kind}-{root_id}"
+
+
+def delegation_workflow_id(delegation_id: str) -> str:
+    return f"delegation-{delegation_id}"
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -190,6 +202,24 @@ async def reconcile() -> ReconcileReport:
     raise NotImplementedError
 
 
+@_stub
+async def drain_queue(req: DrainRequest) -> DrainReport:
+    """Dispatch the workspace's queued messages in priority order, up to its free capacity."""
+    raise NotImplementedError
+
+
+@_stub
+async def dispatch_delegation(inp: DelegationInput) -> DelegationOutcome:
+    """Send the delegation's task to its target (queued when the target is busy)."""
+    raise NotImplementedError
+
+
+@_stub
+async def finish_delegation(finish: DelegationFinish) -> None:
+    """Write the delegation's status (queued, completed, failed) and its event, once."""
+    raise NotImplementedError
+
+
 ACTIVITY_STUBS: tuple[Callable[..., Any], ...] = (
     prepare_provision,
     start_instance,
@@ -204,4 +234,7 @@ ACTIVITY_STUBS: tuple[Callable[..., Any], ...] = (
     cascade_targets,
     cascade_one,
     reconcile,
+    drain_queue,
+    dispatch_delegation,
+    finish_delegation,
 )

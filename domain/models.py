@@ -295,3 +295,71 @@ class ReconcileReport:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+# --- agent-to-agent -----------------------------------------------------------------------------
+
+
+@dataclass
+class DrainSignal:
+    """A heartbeat showed spare capacity while messages wait in the workspace's queue."""
+
+    capacity: int
+
+
+@dataclass
+class DrainRequest:
+    workspace_id: str
+    capacity: int
+
+
+@dataclass
+class QueuedDelivery:
+    """What became of a queued message that carried a delegation (told to its workflow)."""
+
+    delegation_id: str
+    delivered: bool  # False: the entry failed for good (its attempts are used up, or it was dropped)
+    error: str | None = None
+
+
+@dataclass
+class DrainReport:
+    dispatched: int = 0
+    completed: int = 0
+    requeued: int = 0
+    failed: int = 0
+    remaining: int = 0  # still queued after this drain
+    deliveries: list[QueuedDelivery] = field(default_factory=list)
+
+
+class DelegationStatus(StrEnum):
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass
+class DelegationInput:
+    """Only ids and numbers: the task and the answer live in Postgres, never in workflow history."""
+
+    delegation_id: str
+    source_id: str
+    target_id: str
+    timeout_secs: int
+
+
+@dataclass
+class DelegationOutcome:
+    status: DelegationStatus  # completed, failed, queued, or pending (try again after retry_after)
+    error: str | None = None
+    retry_after: int | None = None
+
+
+@dataclass
+class DelegationFinish:
+    delegation_id: str
+    status: DelegationStatus
+    error: str | None = None

@@ -80,3 +80,28 @@ def redact_sections(sections: dict[str, str], redactor: Redactor | None) -> dict
     if redactor is None:
         return None
     return {name: redactor.redact(text) for name, text in sections.items()}
+
+
+_SECRET_KEY = re.compile(
+    r"(?i)(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|authorization)"
+)
+
+
+def redact_json(value: object, redactor: Redactor) -> object:
+    """A JSON value with every string redacted and the value under a secret-looking key masked,
+    still valid JSON (for request and response bodies kept in logs)."""
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, list):
+        return [redact_json(item, redactor) for item in value]
+    if isinstance(value, dict):
+        return {
+            key: MASK
+            if isinstance(key, str)
+            and _SECRET_KEY.search(key)
+            and isinstance(item, str | int | float)
+            and not isinstance(item, bool)
+            else redact_json(item, redactor)
+            for key, item in value.items()
+        }
+    return value

@@ -73,7 +73,11 @@ upd AS (
           OR prev.idle_timeout_seconds IS DISTINCT FROM w.idle_timeout_seconds AS caps_changed,
         prev.current_task IS DISTINCT FROM w.current_task
           OR prev.active_tasks <> w.active_tasks AS task_changed,
-        w.current_task, w.active_tasks, w.uptime_seconds
+        w.current_task, w.active_tasks, w.uptime_seconds, w.max_concurrent_tasks,
+        -- spare capacity while messages wait: news for the workflow, which drains the queue
+        w.active_tasks < w.max_concurrent_tasks
+          AND EXISTS (SELECT 1 FROM a2a_queue q WHERE q.workspace_id = w.id AND q.status = 'queued')
+          AS drain_possible
 ),
 notes AS (
     SELECT pg_notify($14, json_build_object(
@@ -91,7 +95,7 @@ notes AS (
 )
 SELECT b.n, tok.workspace_id::text AS token_workspace, tok.revoked, tok.token_id,
        upd.status, upd.capabilities, upd.platform_inbound_secret, upd.first_beat, upd.prev_runtime_state,
-       upd.prev_error_rate, upd.caps_changed,
+       upd.prev_error_rate, upd.caps_changed, upd.max_concurrent_tasks, upd.drain_possible,
        (SELECT w.removed_at IS NOT NULL OR w.status = $15::workspace_status
           FROM workspaces w WHERE w.id = tok.workspace_id) AS workspace_removed,
        (SELECT count(*) FROM notes) AS notified, (SELECT count(*) FROM touch) AS touched
@@ -129,6 +133,7 @@ class BeatResult:
     capabilities: dict[str, Any] | None = None
     platform_inbound_secret: str | None = None
     token_id: int | None = None  # which token the beat came with (the workflow fences old instances by it)
+    drain_capacity: int = 0  # > 0: messages wait in the queue and the agent has this much room
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,10 @@ async def record_beats(conn: asyncpg.Connection, pending: Sequence[PendingBeat])
         EventType.WORKSPACE_HEARTBEAT.value,
         EventType.TASK_UPDATED.value,
     )
-    return [_verdict(row, p.workspace_id) for row, p in zip(rows, pending, strict=True)]
+    return [_verdict(row, p.workspace_id, p.beat.active_tasks) for row, p in zip(rows, pending, strict=True)]
 
 
-def _verdict(row: asyncpg.Record, workspace_id: str) -> BeatResult:
+def _verdict(row: asyncpg.Record, workspace_id: str, beat_active: int) -> BeatResult:
     owner = row["token_workspace"]
     if owner is None:
         return BeatResult("unknown_token")
@@ -190,4 +195,5 @@ def _verdict(row: asyncpg.Record, workspace_id: str) -> BeatResult:
         row["capabilities"] or {},
         row["platform_inbound_secret"],
         row["token_id"],
+        max(0, row["max_concurrent_tasks"] - beat_active) if row["drain_possible"] else 0,
     )

@@ -41,14 +41,14 @@ class NewWorkspace:
     hibernation_idle_minutes: int = 0
 
 
-def _create_lock_key(workspace_id: str) -> int:
-    """A workspace's advisory-lock key: its UUID's first 8 bytes as a signed bigint."""
-    return int.from_bytes(uuid.UUID(workspace_id).bytes[:8], "big", signed=True)
+def create_lock_key(row_id: str) -> int:
+    """A row's advisory-lock key while its create commits: its UUID's first 8 bytes as a signed bigint."""
+    return int.from_bytes(uuid.UUID(row_id).bytes[:8], "big", signed=True)
 
 
 async def hold_create_lock(conn: asyncpg.Connection, workspace_id: str) -> None:
     """Inside the create's transaction, before its workflow starts: held until commit or rollback."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _create_lock_key(workspace_id))
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", create_lock_key(workspace_id))
 
 
 async def row_committed(pool: asyncpg.Pool, workspace_id: str) -> bool:
@@ -56,7 +56,7 @@ async def row_committed(pool: asyncpg.Pool, workspace_id: str) -> bool:
     back: a workflow that runs before its create's commit waits for it instead of polling."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL lock_timeout = '10s'")
-        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _create_lock_key(workspace_id))
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", create_lock_key(workspace_id))
         return bool(await conn.fetchval("SELECT 1 FROM workspaces WHERE id = $1", workspace_id))
 
 
@@ -101,6 +101,10 @@ async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict
 async def get_workspace(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow(f"SELECT {PUBLIC_COLUMNS} FROM workspaces WHERE id = $1", workspace_id)
     return dict(row) if row else None
+
+
+async def backend_of(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> str | None:
+    return await db.fetchval("SELECT backend FROM workspaces WHERE id = $1", workspace_id)  # type: ignore[no-any-return]
 
 
 async def exists(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> bool:

@@ -20,6 +20,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.a2a import A2AActivities
 from activities.cascade import CascadeActivities
 from activities.reconcile import ReconcileActivities, Reconciler
 from activities.workspace import WorkspaceActivities
@@ -27,16 +28,34 @@ from backends.registry import Backends
 from config.settings import Settings
 from config.templates import TemplateCatalog
 from domain import contract
+from relay.dispatch import Dispatcher
+from relay.forward import ForwardConfig, Forwarder
 from store.db import create_pool
+from store.listener import Listener
 from store.migrate import apply_migrations
 from workflows.cascade import CascadeWorkflow
+from workflows.delegation import DelegationWorkflow
 from workflows.reaper import ReaperWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.workspace import WorkspaceWorkflow
 
 log = logging.getLogger("molecule.worker")
 
-WORKFLOWS = [WorkspaceWorkflow, ReaperWorkflow, ReconcileWorkflow, CascadeWorkflow]
+WORKFLOWS = [WorkspaceWorkflow, ReaperWorkflow, ReconcileWorkflow, CascadeWorkflow, DelegationWorkflow]
+
+
+def a2a_activities(activities: WorkspaceActivities, client: Client) -> A2AActivities:
+    """The drain and delegations dispatch from the worker, with their own LISTEN connection so the
+    idle timeout hears the target's heartbeats."""
+    settings = activities.settings
+    listener = Listener(settings.database_url or "")
+    config = ForwardConfig(
+        idle_timeout_seconds=settings.a2a_idle_timeout_seconds,
+        ceiling_seconds=settings.a2a_call_ceiling_seconds,
+        queue_ttl_seconds=settings.a2a_queue_ttl_seconds,
+    )
+    forwarder = Forwarder(activities.pool, Dispatcher(settings.ssrf_policy()), listener.watch, config)
+    return A2AActivities(activities.pool, forwarder, client)
 
 
 def build_worker(client: Client, activities: WorkspaceActivities, task_queue: str) -> Worker:
@@ -53,6 +72,7 @@ def build_worker(client: Client, activities: WorkspaceActivities, task_queue: st
         activities=[
             *activities.all(),
             *CascadeActivities(activities.pool, client).all(),
+            *a2a_activities(activities, client).all(),
             ReconcileActivities(reconciler).reconcile,
         ],
     )

@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows.calls import failure_detail, failure_type, local, store
+from workflows.drain import QueueDrainer
 from workflows.rescue import capture_after_the_verdict
 from workflows.status_writer import StatusWriter
 from workflows.stopping import StopOutcome, Stopper
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         Command,
         CommandKind,
         DeleteRequest,
+        DrainSignal,
         HeartbeatSignal,
         InstanceReaped,
         LivenessReport,
@@ -98,6 +100,7 @@ class WorkspaceWorkflow:
         self._writer = StatusWriter(inp, self.state)
         self._set_status = self._writer.write
         self._record_event = self._writer.event
+        self._drainer = QueueDrainer(inp.workspace_id)
         self._stopper = Stopper(inp.workspace_id, inp.backend, self._record_event, self._on_leak_change)
         self._timer_handlers: dict[Timer, Callable[[], Awaitable[None]]] = {
             Timer.DEADLINE: self._on_deadline,
@@ -118,6 +121,15 @@ class WorkspaceWorkflow:
     @workflow.signal(name=Signal.HEARTBEAT)
     def heartbeat(self, signal: HeartbeatSignal) -> None:
         self.inbox.append(signal)
+
+    @workflow.signal(name=Signal.DRAIN_QUEUE)
+    def drain_queue(self, signal: DrainSignal) -> None:
+        # Not a status change, so not queued behind the inbox: the drain runs beside the main loop.
+        if self.state.teardown is None and self.state.status in (
+            WorkspaceStatus.ONLINE,
+            WorkspaceStatus.DEGRADED,
+        ):
+            self._drainer.request(signal.capacity)
 
     @workflow.signal(name=Signal.BOOTSTRAP_FAILED)
     def bootstrap_failed(self, signal: BootstrapFailedSignal) -> None:
@@ -248,7 +260,9 @@ class WorkspaceWorkflow:
                 await self._apply(self.inbox.pop(0))
 
     def _tasks_done(self) -> bool:
-        return all(t is None or t.done() for t in (self._start_task, self._rescue_task))
+        return self._drainer.done and all(
+            t is None or t.done() for t in (self._start_task, self._rescue_task)
+        )
 
     def _continue_as_new_due(self) -> bool:
         if not self._tasks_done() or self._writer.busy:

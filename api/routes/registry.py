@@ -25,9 +25,13 @@ from api.errors import ApiError
 from api.openapi import AUTHENTICATED, errors, inline_schema
 from api.platform import Platform
 from api.schemas import HeartbeatBody, HeartbeatReply, RegisterBody, Registered, RuntimeMetadata
+from domain.a2a import has_inbound_url
 from domain.contract import Signal
-from domain.models import HeartbeatSignal, RegisterSignal
+from domain.models import DrainSignal, HeartbeatSignal, RegisterSignal
+from domain.ssrf import UnsafeUrl, runs_beside_platform
+from domain.status import WorkspaceStatus
 from domain.transitions import error_band, heartbeat_is_news, on_heartbeat
+from relay.dispatch import check_url
 from store import heartbeats
 from store import workspaces as ws_store
 from store.tokens import hash_token
@@ -59,12 +63,25 @@ def _metadata_update(meta: RuntimeMetadata | None) -> dict[str, Any]:
     return update
 
 
-@router.post("/register", response_model=Registered, responses=errors(400, 403, 404, 409, 410, 413, 502))
+@router.post("/register", response_model=Registered, responses=errors(400, 403, 404, 409, 410, 413, 422, 502))
 async def register(
     body: RegisterBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> Registered:
     workspace_id = parse_workspace_id(body.id)
     check_owner(caller, workspace_id)
+    if body.url is not None and has_inbound_url(body.url):
+        try:
+            backend = await ws_store.backend_of(pool, workspace_id)
+            await check_url(
+                body.url, platform.settings.ssrf_policy(), local_agent=runs_beside_platform(backend)
+            )
+        except UnsafeUrl as exc:
+            raise ApiError(
+                422,
+                f"url is not allowed for agent traffic: {exc}",
+                "unsafe_url",
+                fields=[{"field": "url", "message": str(exc)}],
+            ) from None
     secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card)
     if secret is None:
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
@@ -156,6 +173,13 @@ async def heartbeat(request: Request) -> Response:
                 token_id=result.token_id,
             ),
         )
+    if result.drain_capacity and result.status in (WorkspaceStatus.ONLINE, WorkspaceStatus.DEGRADED):
+        try:  # best effort: the next beat with capacity asks again
+            await platform.gateway.signal(
+                workspace_id, Signal.DRAIN_QUEUE, DrainSignal(result.drain_capacity)
+            )
+        except ApiError as exc:
+            log.warning("workspace %s: could not ask for a queue drain (%s)", workspace_id, exc.code)
     # The workflow stays the only writer of status; the reply reports the status this beat leads to
     # (the first beat of an awaiting agent brings it online), by the rule the workflow applies.
     leads_to = on_heartbeat(

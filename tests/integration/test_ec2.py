@@ -70,7 +70,7 @@ def ec2_tags(instance: dict[str, Any]) -> dict[str, str]:
 async def test_ec2_workspace_launches_tagged_and_terminate_is_retried(
     database_url, temporal_address, moto_endpoint, tmp_path
 ):
-    stack = Stack(database_url, temporal_address, tmp_path, {})
+    stack = Stack(database_url, temporal_address, tmp_path, {"A2A_ALLOW_PRIVATE_NETWORKS": "true"})
     settings = Settings.model_validate(
         {
             "database_url": database_url,

@@ -90,7 +90,12 @@ def test_docker_socket_only_in_the_docker_override_and_only_for_the_worker() -> 
     base = BASE.read_text()
     assert "docker.sock" not in base.split("\nservices:", 1)[1]
     services = load(DOCKER_OVERRIDE)["services"]
-    assert set(services) == {"worker"}
+    mounting = {
+        name for name, svc in services.items() if any("docker.sock" in v for v in svc.get("volumes", []))
+    }
+    assert mounting == {"worker"}
+    # The api only learns that agents sit on the private `molecule` network (the proxy reaches them).
+    assert services["api"] == {"environment": {"A2A_ALLOW_PRIVATE_NETWORKS": "true"}}
     worker = services["worker"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in worker["volumes"]
     assert "docker" in worker["environment"]["MOLECULE_BACKENDS"].split(",")

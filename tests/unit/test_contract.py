@@ -9,6 +9,7 @@ from typing import Any, get_type_hints
 
 from temporalio.activity import _Definition
 
+from activities.a2a import A2AActivities
 from activities.cascade import CascadeActivities
 from activities.reconcile import ReconcileActivities
 from activities.workspace import WorkspaceActivities
@@ -26,7 +27,13 @@ def worker_activities() -> list[Callable[..., Any]]:
     workspace = WorkspaceActivities.__new__(WorkspaceActivities)
     cascade = CascadeActivities.__new__(CascadeActivities)
     reconcile = ReconcileActivities.__new__(ReconcileActivities)
-    return [*WorkspaceActivities.all(workspace), *CascadeActivities.all(cascade), reconcile.reconcile]
+    a2a = A2AActivities.__new__(A2AActivities)
+    return [
+        *WorkspaceActivities.all(workspace),
+        *CascadeActivities.all(cascade),
+        reconcile.reconcile,
+        *A2AActivities.all(a2a),
+    ]
 
 
 def fake_activities() -> list[Callable[..., Any]]:

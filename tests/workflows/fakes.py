@@ -18,6 +18,12 @@ from domain.contract import implements
 from domain.models import (
     CascadeRequest,
     CascadeTarget,
+    DelegationFinish,
+    DelegationInput,
+    DelegationOutcome,
+    DelegationStatus,
+    DrainReport,
+    DrainRequest,
     EventRecord,
     IdleReport,
     LivenessReport,
@@ -79,6 +85,12 @@ class FakeActivities:
         self.held: list[str] = []
         self.stop_gate: asyncio.Event | None = None
         self.stop_times: list[datetime] = []
+        # Agent-to-agent: drains asked for, delegation outcomes to hand out, delegations finished.
+        self.drains: list[DrainRequest] = []
+        self.drain_reports: list[DrainReport] = []
+        self.dispatch_outcomes: list[DelegationOutcome] = []
+        self.dispatches: list[DelegationInput] = []
+        self.finished: list[DelegationFinish] = []
         self._seen_keys: set[str] = set()
         self._changed = asyncio.Condition()
 
@@ -189,6 +201,25 @@ class FakeActivities:
     async def reconcile(self) -> ReconcileReport:
         return ReconcileReport()
 
+    @implements(contract.drain_queue)
+    async def drain_queue(self, req: DrainRequest) -> DrainReport:
+        self.drains.append(req)
+        await self._notify()
+        return self.drain_reports.pop(0) if self.drain_reports else DrainReport()
+
+    @implements(contract.dispatch_delegation)
+    async def dispatch_delegation(self, inp: DelegationInput) -> DelegationOutcome:
+        self.dispatches.append(inp)
+        await self._notify()
+        if self.dispatch_outcomes:
+            return self.dispatch_outcomes.pop(0)
+        return DelegationOutcome(DelegationStatus.COMPLETED)
+
+    @implements(contract.finish_delegation)
+    async def finish_delegation(self, finish: DelegationFinish) -> None:
+        self.finished.append(finish)
+        await self._notify()
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.prepare_provision,
@@ -204,6 +235,9 @@ class FakeActivities:
             self.cascade_targets,
             self.cascade_one,
             self.reconcile,
+            self.drain_queue,
+            self.dispatch_delegation,
+            self.finish_delegation,
         ]
 
     def statuses(self) -> list[str]:

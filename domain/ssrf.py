@@ -1,0 +1,126 @@
+"""Which addresses the platform may send an agent's traffic to (the SSRF rules).
+
+Pure: the caller resolves the host and asks about each address. A URL an agent registers is checked
+when it registers and again, after DNS resolution, on every dispatch, so a name that re-resolves
+to the metadata service later is still refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_net = ipaddress.ip_network
+
+# Refused whatever the environment.
+ALWAYS_BLOCKED: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
+    (_net("169.254.0.0/16"), "link-local / cloud metadata"),
+    (_net("fe80::/10"), "IPv6 link-local"),
+    (_net("0.0.0.0/8"), "unspecified network"),
+    (_net("::/128"), "unspecified address"),
+    (_net("192.0.2.0/24"), "TEST-NET-1"),
+    (_net("198.51.100.0/24"), "TEST-NET-2"),
+    (_net("203.0.113.0/24"), "TEST-NET-3"),
+    (_net("2001:db8::/32"), "IPv6 documentation range"),
+    (_net("100.64.0.0/10"), "carrier-grade NAT"),
+    (_net("224.0.0.0/4"), "multicast"),
+    (_net("ff00::/8"), "IPv6 multicast"),
+    (_net("240.0.0.0/4"), "reserved"),
+)
+LOOPBACK = (_net("127.0.0.0/8"), _net("::1/128"))
+# fc00::/7 is unique-local; its fd00::/8 half (locally assigned) is allowed in development.
+UNIQUE_LOCAL = _net("fc00::/7")
+UNIQUE_LOCAL_ASSIGNED = _net("fd00::/8")
+PRIVATE = (_net("10.0.0.0/8"), _net("172.16.0.0/12"), _net("192.168.0.0/16"))
+
+
+@dataclass(frozen=True)
+class Policy:
+    development: bool = False
+    allow_private: bool = False  # the operator allows RFC 1918 networks outside development
+    # Loopback outside development: only for agents the platform itself runs on this machine (the
+    # process backend), never for a URL an external or remote agent hands it.
+    allow_loopback: bool = False
+
+
+def _v4_inside(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one carries (mapped ::ffff:a.b.c.d, or 6to4/NAT64 forms are left
+    alone: those route through a gateway), else the address itself."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def blocked_reason(address: IPAddress, policy: Policy) -> str | None:
+    """Why traffic to `address` is refused, or None when it may go there."""
+    address = _v4_inside(address)
+    for network, reason in ALWAYS_BLOCKED:
+        if address in network:
+            return reason
+    if any(address in network for network in LOOPBACK):
+        if policy.development or policy.allow_loopback:
+            return None
+        return "loopback (allowed only with MOLECULE_ENV=development)"
+    if address in UNIQUE_LOCAL:
+        if policy.development and address in UNIQUE_LOCAL_ASSIGNED:
+            return None
+        return "IPv6 unique-local"
+    if any(address in network for network in PRIVATE):
+        if policy.development or policy.allow_private:
+            return None
+        return "private network (allowed with MOLECULE_ENV=development or A2A_ALLOW_PRIVATE_NETWORKS=true)"
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+
+
+class UnsafeUrl(ValueError):
+    """The URL may not be used for agent traffic; the message says why (never the resolved list)."""
+
+
+def parse_target(url: str) -> Target:
+    """The scheme, host and port of an agent URL, or UnsafeUrl for one that is not http(s)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeUrl(f"malformed URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeUrl(f"URL scheme must be http or https, got {scheme or 'none'!r}")
+    if not parts.hostname:
+        raise UnsafeUrl("URL has no host")
+    if parts.username or parts.password:
+        raise UnsafeUrl("URL must not carry credentials")
+    return Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80))
+
+
+def literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def check_addresses(host: str, addresses: list[IPAddress], policy: Policy) -> None:
+    """UnsafeUrl unless every address `host` resolved to is allowed (a name with one bad answer is
+    refused: the resolver may hand out either)."""
+    if not addresses:
+        raise UnsafeUrl(f"host {host!r} does not resolve")
+    for address in addresses:
+        reason = blocked_reason(address, policy)
+        if reason is not None:
+            raise UnsafeUrl(f"host {host!r} resolves to a blocked address ({reason})")
+
+
+def runs_beside_platform(backend: str | None) -> bool:
+    """Agents the platform launches on its own machine (a local process, or a container on its own
+    Docker daemon with host networking) listen on loopback; their URL is the platform's own doing."""
+    return backend in ("process", "docker")

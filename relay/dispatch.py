@@ -1,0 +1,237 @@
+"""Send one A2A request to an agent: resolve its host, check every address against the SSRF rules,
+connect to the checked address (no second lookup a rebinding DNS could answer differently), and
+spool the answer (memory up to 1 MiB, then disk) so a 10 MiB reply costs the process no 10 MiB and
+an oversized one is refused cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from domain.a2a import LOGGED_BODY_BYTES, MAX_RESPONSE_BYTES
+from domain.ssrf import IPAddress, Policy, UnsafeUrl, check_addresses, literal_address, parse_target
+
+log = logging.getLogger("molecule.a2a")
+_RESOLVE_TIMEOUT = 5.0
+_SPOOL_IN_MEMORY = 1024 * 1024
+_CHUNK = 64 * 1024
+# The agent's own "busy" answers.
+BUSY_STATUSES = frozenset({429, 503})
+
+
+class UnresolvedHost(UnsafeUrl):
+    """The host has no address (yet)."""
+
+
+class Outcome(enum.StrEnum):
+    DELIVERED = "delivered"  # the agent answered (any status but a busy one)
+    BUSY = "busy"  # timeout, reset, EOF, or the agent said it is busy
+    UNREACHABLE = "unreachable"  # refused, no route, DNS failure
+    BLOCKED = "blocked"  # the URL resolves to an address the SSRF rules refuse
+    TOO_LARGE = "too_large"  # the answer is over the response cap
+
+
+@dataclass
+class Delivery:
+    outcome: Outcome
+    detail: str = ""  # why, for the caller and the log (never the resolved address)
+    status_code: int = 0
+    content_type: str = "application/json"
+    size: int = 0
+    body: IO[bytes] | None = field(default=None, repr=False)
+
+    def parsed(self) -> Any:
+        """The answer as JSON when it is small enough to log, else None."""
+        if self.body is None or self.size > LOGGED_BODY_BYTES:
+            return None
+        self.body.seek(0)
+        try:
+            return json.loads(self.body.read())
+        except ValueError:
+            return None
+        finally:
+            self.body.seek(0)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.body is None:
+            return
+        try:
+            self.body.seek(0)
+            while chunk := self.body.read(_CHUNK):
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+
+
+async def resolve(host: str, port: int, policy: Policy) -> IPAddress:
+    """The address to connect to for `host`; UnsafeUrl when it does not resolve or any of its
+    addresses is blocked."""
+    literal = literal_address(host)
+    if literal is not None:
+        check_addresses(host, [literal], policy)
+        return literal
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), _RESOLVE_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        raise UnresolvedHost(f"host {host!r} does not resolve") from None
+    addresses: list[IPAddress] = []
+    for info in infos:
+        address = literal_address(str(info[4][0]).split("%")[0])
+        if address is not None and address not in addresses:
+            addresses.append(address)
+    check_addresses(host, addresses, policy)
+    return addresses[0]
+
+
+async def check_url(url: str, policy: Policy, *, local_agent: bool = False) -> None:
+    """UnsafeUrl when agent traffic may not go to `url` (the register-time check): not http(s), or a
+    host that is, or resolves to, a blocked address. A name that does not resolve yet is let through:
+    every dispatch resolves and checks it again before a byte is sent."""
+    target = parse_target(url)
+    policy = replace(policy, allow_loopback=True) if local_agent else policy
+    try:
+        await resolve(target.host, target.port, policy)
+    except UnresolvedHost:
+        log.info(
+            "registered agent host %r does not resolve yet; it is checked at every dispatch", target.host
+        )
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An idle timeout that `touch()` pushes back, bounded by an absolute ceiling."""
+
+    idle: float
+    ceiling: float | None = None
+
+
+class Dispatcher:
+    def __init__(self, policy: Policy, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self.policy = policy
+        self.max_response_bytes = max_response_bytes
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        deadline: Deadline,
+        watch: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+        *,
+        local_agent: bool = False,
+    ) -> Delivery:
+        """POST `body` to `url`. `watch(touch)` subscribes `touch` to the target's events (each one
+        restarts the idle timeout) and returns the unsubscribe function. `local_agent`: the platform
+        runs this agent on this machine itself (loopback is where it is)."""
+        policy = replace(self.policy, allow_loopback=True) if local_agent else self.policy
+        try:
+            target = parse_target(url)
+            address = await resolve(target.host, target.port, policy)
+        except UnsafeUrl as exc:
+            return Delivery(Outcome.BLOCKED, str(exc))
+        loop = asyncio.get_running_loop()
+        hard = loop.time() + deadline.ceiling if deadline.ceiling else None
+
+        def due() -> float:
+            at = loop.time() + deadline.idle
+            return min(at, hard) if hard is not None else at
+
+        scope = asyncio.timeout(due())
+
+        def touch() -> None:
+            if not scope.expired():
+                scope.reschedule(due())
+
+        unwatch = watch(touch) if watch is not None else None
+        try:
+            async with scope:
+                return await self._post(url, address, body, headers)
+        except TimeoutError:
+            if hard is not None and loop.time() >= hard:
+                return Delivery(Outcome.BUSY, "the call reached its ceiling")
+            return Delivery(Outcome.BUSY, "no event from the workspace within the idle timeout")
+        finally:
+            if unwatch is not None:
+                unwatch()
+
+    async def _post(self, url: str, address: IPAddress, body: bytes, headers: dict[str, str]) -> Delivery:
+        parts = urlsplit(url)
+        host = f"[{address}]" if address.version == 6 else str(address)
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        request_headers = {
+            **headers,
+            "Host": parts.netloc.rsplit("@", 1)[-1],
+            "Content-Type": "application/json",
+        }
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" and parts.hostname else {}
+        request = self.client.build_request(
+            "POST", pinned, content=body, headers=request_headers, extensions=extensions
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            return Delivery(Outcome.UNREACHABLE, f"cannot connect to the agent ({type(exc).__name__})")
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout) as exc:
+            return Delivery(Outcome.BUSY, f"the agent dropped the connection ({type(exc).__name__})")
+        except httpx.TimeoutException as exc:
+            return Delivery(Outcome.BUSY, f"the agent did not answer in time ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return Delivery(Outcome.UNREACHABLE, f"cannot reach the agent ({type(exc).__name__})")
+        try:
+            if response.status_code in BUSY_STATUSES:
+                return Delivery(Outcome.BUSY, f"the agent answered HTTP {response.status_code} (busy)")
+            return await self._spool(response)
+        finally:
+            await response.aclose()
+
+    async def _spool(self, response: httpx.Response) -> Delivery:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            return Delivery(Outcome.TOO_LARGE, self._too_large())
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes(_CHUNK):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    spool.close()
+                    return Delivery(Outcome.TOO_LARGE, self._too_large())
+                spool.write(chunk)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+            spool.close()
+            return Delivery(Outcome.BUSY, f"the agent's answer broke off ({type(exc).__name__})")
+        except BaseException:
+            spool.close()
+            raise
+        content_type = response.headers.get("content-type", "application/json")
+        return Delivery(Outcome.DELIVERED, "", response.status_code, content_type, size, spool)
+
+    def _too_large(self) -> str:
+        return f"the agent's answer is larger than {self.max_response_bytes // (1024 * 1024)} MiB"

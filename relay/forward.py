@@ -1,0 +1,191 @@
+"""Forward one A2A call to its target, or queue it when the target is busy: the logic the API proxy,
+a delegation and the queue drain share. Access is decided before this (the caller may reach the
+target); this decides what the target's state and answer make of the call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from domain.a2a import (
+    QUEUE_PRIORITY,
+    A2ARequest,
+    Refusal,
+    bounded_json,
+    busy_native_session,
+    busy_not_queued,
+    declares_native_session,
+    preview,
+    rpc_error,
+    target_refusal,
+)
+from domain.redaction import Redactor, redact_json
+from domain.ssrf import runs_beside_platform
+from relay.dispatch import Deadline, Delivery, Dispatcher, Outcome
+from store import a2a as a2a_store
+from store.a2a import CallRecord, Enqueued, Party
+
+log = logging.getLogger("molecule.a2a")
+# Known secret shapes only: the proxy has no workspace's secret values at hand.
+_REDACTOR = Redactor()
+Watch = Callable[[str, Callable[[], None]], Callable[[], None]]
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    idle_timeout_seconds: int
+    ceiling_seconds: int
+    queue_ttl_seconds: int
+
+
+@dataclass
+class Forwarded:
+    """Exactly one of: the agent's answer, the queue entry, or the refusal."""
+
+    record: CallRecord | None
+    delivery: Delivery | None = None
+    queued: Enqueued | None = None
+    refusal: Refusal | None = None
+
+
+class Forwarder:
+    def __init__(
+        self, pool: asyncpg.Pool, dispatcher: Dispatcher, watch: Watch | None, config: ForwardConfig
+    ):
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.watch = watch
+        self.config = config
+
+    def deadline(self, caller_id: str | None, target: Party) -> Deadline:
+        idle = target.idle_timeout_seconds or self.config.idle_timeout_seconds
+        # Agent-to-agent calls end at the ceiling whatever the events; the operator's only go idle.
+        return Deadline(float(idle), float(self.config.ceiling_seconds) if caller_id else None)
+
+    async def deliver(
+        self, caller_id: str | None, target: Party, request: A2ARequest
+    ) -> tuple[Delivery, int]:
+        """Send without queueing; (the delivery, its duration in ms)."""
+        watch = self.watch
+        started = time.monotonic()
+        headers = {"X-Workspace-ID": caller_id} if caller_id else {}
+        delivery = await self.dispatcher.send(
+            str(target.url),
+            json.dumps(request.body).encode(),
+            headers,
+            self.deadline(caller_id, target),
+            (lambda touch: watch(target.id, touch)) if watch is not None else None,
+            local_agent=runs_beside_platform(target.backend),
+        )
+        return delivery, int((time.monotonic() - started) * 1000)
+
+    async def forward(
+        self,
+        caller_id: str | None,
+        target: Party,
+        request: A2ARequest,
+        *,
+        delegation_id: str | None = None,
+    ) -> Forwarded:
+        refusal = target_refusal(target.status, target.url, target.removed)
+        if refusal is not None:
+            return Forwarded(self._record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
+        delivery, duration_ms = await self.deliver(caller_id, target, request)
+        if delivery.outcome != Outcome.BUSY:
+            return Forwarded(
+                self._record(caller_id, target, request, duration_ms, delivery=delivery), delivery
+            )
+        if declares_native_session(target.capabilities):
+            refusal = busy_native_session()
+            return Forwarded(
+                self._record(caller_id, target, request, duration_ms, delivery=delivery, refusal=refusal),
+                refusal=refusal,
+            )
+        try:
+            queued = await a2a_store.enqueue(
+                self.pool,
+                workspace_id=target.id,
+                caller_id=caller_id,
+                method=request.method,
+                body=request.body,
+                idempotency_key=request.message_id,
+                priority=QUEUE_PRIORITY,
+                ttl_seconds=self.config.queue_ttl_seconds,
+                delegation_id=delegation_id,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning(
+                "workspace %s: could not queue a call for a busy agent (%s)", target.id, type(exc).__name__
+            )
+            refusal = busy_not_queued()
+            return Forwarded(
+                self._record(caller_id, target, request, duration_ms, delivery=delivery, refusal=refusal),
+                refusal=refusal,
+            )
+        record = self._record(caller_id, target, request, duration_ms, delivery=delivery, queued=queued)
+        return Forwarded(record, queued=queued)
+
+    def _record(
+        self,
+        caller_id: str | None,
+        target: Party,
+        request: A2ARequest,
+        duration_ms: int,
+        *,
+        delivery: Delivery | None = None,
+        refusal: Refusal | None = None,
+        queued: Enqueued | None = None,
+    ) -> CallRecord:
+        return call_record(caller_id, target, request, duration_ms, delivery, refusal, queued)
+
+
+def call_record(
+    caller_id: str | None,
+    target: Party,
+    request: A2ARequest,
+    duration_ms: int,
+    delivery: Delivery | None,
+    refusal: Refusal | None = None,
+    queued: Enqueued | None = None,
+) -> CallRecord:
+    """The log row of a call: what was asked, what came back (bounded), and how it ended. The error
+    detail is the platform's own words, never the agent's address."""
+    response = delivery.parsed() if delivery is not None and delivery.outcome == Outcome.DELIVERED else None
+    status, error, http_status = "ok", None, 200
+    if queued is not None:
+        status, error, http_status = (
+            "error",
+            f"agent busy ({delivery.detail if delivery else ''}); queued",
+            202,
+        )
+        if delivery is not None and "idle timeout" in delivery.detail:
+            status = "timeout"
+    elif refusal is not None:
+        status, error, http_status = "error", refusal.message, refusal.http_status
+    elif delivery is not None and delivery.outcome != Outcome.DELIVERED:
+        status, error, http_status = "error", delivery.detail, 502
+    elif delivery is not None:
+        http_status = delivery.status_code
+        failed = delivery.status_code >= 400
+        error = f"agent answered HTTP {delivery.status_code}" if failed else rpc_error(response)
+        status = "error" if error else "ok"
+    verb = f"{request.method} → {target.name}"
+    return CallRecord(
+        source_id=caller_id,
+        target_id=target.id,
+        method=request.method,
+        summary=preview(verb if status == "ok" else f"{verb} failed: {_REDACTOR.redact(error or '')}"),
+        request_body=redact_json(bounded_json(request.body), _REDACTOR),
+        response_body=redact_json(bounded_json(response), _REDACTOR) if response is not None else None,
+        duration_ms=duration_ms,
+        status=status,
+        error_detail=_REDACTOR.redact(error) if error else None,
+        http_status=http_status,
+        queued=queued is not None,
+        queue_id=queued.queue_id if queued else None,
+    )
