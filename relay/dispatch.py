@@ -162,7 +162,7 @@ class Dispatcher:
             at = loop.time() + deadline.idle
             return min(at, hard) if hard is not None else at
 
-        scope = asyncio.timeout(due())
+        scope = asyncio.timeout_at(due())
 
         def touch() -> None:
             if not scope.expired():

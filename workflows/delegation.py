@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
 
 _DISPATCH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 # The dispatch waits for the target's answer; it heartbeats meanwhile, so a dead worker is noticed fast.
-_DISPATCH_HEARTBEAT = timedelta(seconds=30)
+_DISPATCH_HEARTBEAT = timedelta(seconds=10)
 
 
 @workflow.defn(name=contract.DELEGATION_WORKFLOW)
