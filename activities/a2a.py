@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -37,7 +36,7 @@ from domain.models import (
     QueuedDelivery,
     workflow_id_for,
 )
-from relay.dispatch import Delivery, Outcome
+from relay.dispatch import Outcome
 from relay.forward import Forwarder, call_record
 from store import a2a as a2a_store
 from store import delegations as delegation_store
@@ -65,19 +64,6 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def _full_json(delivery: Delivery) -> object:
-    """The whole answer (at most the response cap) parsed, for a delegation's result."""
-    if delivery.body is None:
-        return None
-    delivery.body.seek(0)
-    try:
-        return json.loads(delivery.body.read())
-    except ValueError:
-        return None
-    finally:
-        delivery.body.seek(0)
 
 
 class A2AActivities:
@@ -134,7 +120,7 @@ class A2AActivities:
                 self.pool, call_record(entry.caller_id, target, request, duration_ms, delivery)
             )
             if delivery.outcome == Outcome.DELIVERED and delivery.status_code < 400:
-                answer = _full_json(delivery)
+                answer = delivery.parsed(limit=None)
                 await a2a_store.complete(self.pool, entry.id)
                 if entry.delegation_id is None:
                     return "completed", None
@@ -208,7 +194,7 @@ class A2AActivities:
                 return DelegationOutcome(
                     DelegationStatus.FAILED, f"the target answered HTTP {delivery.status_code}"
                 )
-            answer = _full_json(delivery)
+            answer = delivery.parsed(limit=None)
             error = rpc_error(answer)
             if error is not None:
                 return DelegationOutcome(DelegationStatus.FAILED, f"the target answered an error: {error}")

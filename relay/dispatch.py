@@ -50,9 +50,9 @@ class Delivery:
     size: int = 0
     body: IO[bytes] | None = field(default=None, repr=False)
 
-    def parsed(self) -> Any:
-        """The answer as JSON when it is small enough to log, else None."""
-        if self.body is None or self.size > LOGGED_BODY_BYTES:
+    def parsed(self, limit: int | None = LOGGED_BODY_BYTES) -> Any:
+        """The answer as JSON when it is at most `limit` bytes (None: whatever its size), else None."""
+        if self.body is None or (limit is not None and self.size > limit):
             return None
         self.body.seek(0)
         try:

@@ -274,10 +274,7 @@ _LOG_ROW = """INSERT INTO activity_logs (workspace_id, activity_type, source_id,
 async def log_call(pool: asyncpg.Pool, call: CallRecord) -> None:
     """The log rows and the A2A_RESPONSE event, in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
-        receive_id = await conn.fetchval(
-            _LOG_ROW,
-            call.target_id,
-            "a2a_receive",
+        row = (
             call.source_id,
             call.target_id,
             call.method,
@@ -288,21 +285,9 @@ async def log_call(pool: asyncpg.Pool, call: CallRecord) -> None:
             call.status,
             call.error_detail,
         )
+        receive_id = await conn.fetchval(_LOG_ROW, call.target_id, "a2a_receive", *row)
         if call.source_id is not None and call.source_id != call.target_id:
-            await conn.execute(
-                _LOG_ROW,
-                call.source_id,
-                "a2a_send",
-                call.source_id,
-                call.target_id,
-                call.method,
-                call.summary,
-                call.request_body,
-                call.response_body,
-                call.duration_ms,
-                call.status,
-                call.error_detail,
-            )
+            await conn.execute(_LOG_ROW, call.source_id, "a2a_send", *row)
         await event_store.insert_event(
             conn,
             EventType.A2A_RESPONSE,

@@ -46,13 +46,13 @@ async def test_idle_timeout_is_reset_by_events_and_overridden_per_workspace(stac
         timed_out = await client.post(f"/workspaces/{quiet.id}/a2a", json=send("slow", "idle-2"))
         assert timed_out.status_code == 202 and timed_out.json()["queued"] is True, timed_out.text
         # The agent's own idle timeout (as its runtime sends it in a heartbeat) wins over the default.
-        async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(quiet.token)) as agent:
+        async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(quiet.token)) as runtime:
             beat = {
                 "workspace_id": quiet.id,
                 "active_tasks": 1,
                 "runtime_metadata": {"idle_timeout_seconds": 30},
             }
-            assert (await agent.post("/registry/heartbeat", json=beat)).status_code == 200
+            assert (await runtime.post("/registry/heartbeat", json=beat)).status_code == 200
         overridden = await client.post(f"/workspaces/{quiet.id}/a2a", json=send("slow", "idle-3"))
         assert overridden.status_code == 200, overridden.text
 

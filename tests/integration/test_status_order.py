@@ -138,8 +138,11 @@ async def test_no_child_is_left_live_under_a_parent_deleted_while_it_was_created
                 body = {"name": f"c{i}", "external": True, "parent_id": parent}
                 return await client.post("/workspaces", json=body)
 
+            # confirm=true: a child that commits before the delete looks is part of its cascade
+            # (without it the delete would be a 409 asking for confirmation, depending on timing).
             delete, *children = await asyncio.gather(
-                client.delete(f"/workspaces/{parent}"), *(child(i) for i in range(15))
+                client.delete(f"/workspaces/{parent}", params={"confirm": "true"}),
+                *(child(i) for i in range(15)),
             )
             assert delete.status_code in (200, 202), delete.text
             for reply in children:
