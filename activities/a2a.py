@@ -37,7 +37,7 @@ from domain.models import (
     workflow_id_for,
 )
 from relay.dispatch import Outcome
-from relay.forward import Forwarder, call_record
+from relay.forward import Forwarder, call_record, write_log
 from store import a2a as a2a_store
 from store import delegations as delegation_store
 from store.a2a import QueueEntry
@@ -116,9 +116,7 @@ class A2AActivities:
         )
         delivery, duration_ms = await self.forwarder.deliver(entry.caller_id, target, request)
         try:
-            await a2a_store.log_call(
-                self.pool, call_record(entry.caller_id, target, request, duration_ms, delivery)
-            )
+            await write_log(self.pool, call_record(entry.caller_id, target, request, duration_ms, delivery))
             if delivery.outcome == Outcome.DELIVERED and delivery.status_code < 400:
                 answer = delivery.parsed(limit=None)
                 await a2a_store.complete(self.pool, entry.id)
@@ -175,7 +173,7 @@ class A2AActivities:
                 inp.source_id, target, request, delegation_id=inp.delegation_id
             )
         if result.record is not None:
-            await a2a_store.log_call(self.pool, result.record)
+            await write_log(self.pool, result.record)
         if result.queued is not None:
             return DelegationOutcome(DelegationStatus.QUEUED)
         if result.refusal is not None:

@@ -38,7 +38,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"""(?ix)
-            ((?:[a-z0-9_]*?)(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)
+            # a match starts only where a word starts: a long word is scanned once, not once per
+            # character (quadratic: 64 ms for 1 KiB, 1 s for 4 KiB)
+            ((?<![a-z0-9_])[a-z0-9_]*?(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)
              [a-z0-9_]*["']?)
             (\s*[=:]\s*)
             ("[^"\n]*"|'[^'\n]*'|[^\s,;&]+)"""
@@ -50,6 +52,40 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 # Our own tokens are 32 random bytes in base64url (43 characters): found by hash, never by value.
 _TOKEN_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+# Every pattern above needs one of these (lower-cased): text with none of them, most of it, is
+# returned after a few substring checks instead of seven regex scans.
+_HINTS = (
+    "-----begin",
+    "akia",
+    "asia",
+    "agpa",
+    "aida",
+    "aroa",
+    "anpa",
+    "secret",
+    "passw",
+    "pwd",
+    "token",
+    "key",
+    "credential",
+    "bearer",
+    "basic",
+    "sk-",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "xox",
+    "://",
+)
+
+
+def _may_hold_a_secret(text: str) -> bool:
+    lowered = text.lower()
+    return any(hint in lowered for hint in _HINTS)
 
 
 class Redactor:
@@ -66,6 +102,8 @@ class Redactor:
             text = text.replace(value, MASK)
         if self._token_hashes:
             text = _TOKEN_SHAPE.sub(self._mask_own_token, text)
+        if not _may_hold_a_secret(text):
+            return text
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text

@@ -37,6 +37,8 @@ def _logging() -> None:
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: one line per proxied A2A call and per agent dispatch.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()

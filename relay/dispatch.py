@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 
 from domain.a2a import LOGGED_BODY_BYTES, MAX_RESPONSE_BYTES
 from domain.ssrf import IPAddress, Policy, UnsafeUrl, check_addresses, literal_address, parse_target
@@ -123,18 +123,28 @@ class Deadline:
 
 
 class Dispatcher:
+    """One connection pool per process (aiohttp: its pool hands out a connection in O(1), where
+    httpx's walked every idle connection with a syscall on each request and release)."""
+
     def __init__(self, policy: Policy, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self.policy = policy
         self.max_response_bytes = max_response_bytes
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop (the API builds its Platform before the loop).
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=512, limit_per_host=128, use_dns_cache=False),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+                auto_decompress=True,
+                trust_env=False,
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def send(
         self,
@@ -190,48 +200,41 @@ class Dispatcher:
             "Host": parts.netloc.rsplit("@", 1)[-1],
             "Content-Type": "application/json",
         }
-        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" and parts.hostname else {}
-        request = self.client.build_request(
-            "POST", pinned, content=body, headers=request_headers, extensions=extensions
-        )
+        tls_name = parts.hostname if parts.scheme == "https" else None
         try:
-            response = await self.client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            async with self._client().post(
+                pinned, data=body, headers=request_headers, allow_redirects=False, server_hostname=tls_name
+            ) as response:
+                if response.status in BUSY_STATUSES:
+                    return Delivery(Outcome.BUSY, f"the agent answered HTTP {response.status} (busy)")
+                return await self._spool(response)
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             return Delivery(Outcome.UNREACHABLE, f"cannot connect to the agent ({type(exc).__name__})")
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadTimeout) as exc:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
             return Delivery(Outcome.BUSY, f"the agent dropped the connection ({type(exc).__name__})")
-        except httpx.TimeoutException as exc:
+        except aiohttp.ServerTimeoutError as exc:
             return Delivery(Outcome.BUSY, f"the agent did not answer in time ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return Delivery(Outcome.UNREACHABLE, f"cannot reach the agent ({type(exc).__name__})")
-        try:
-            if response.status_code in BUSY_STATUSES:
-                return Delivery(Outcome.BUSY, f"the agent answered HTTP {response.status_code} (busy)")
-            return await self._spool(response)
-        finally:
-            await response.aclose()
 
-    async def _spool(self, response: httpx.Response) -> Delivery:
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_response_bytes:
+    async def _spool(self, response: aiohttp.ClientResponse) -> Delivery:
+        declared = response.content_length
+        if declared is not None and declared > self.max_response_bytes:
             return Delivery(Outcome.TOO_LARGE, self._too_large())
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         size = 0
         try:
-            async for chunk in response.aiter_bytes(_CHUNK):
+            async for chunk in response.content.iter_chunked(_CHUNK):
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     spool.close()
                     return Delivery(Outcome.TOO_LARGE, self._too_large())
                 spool.write(chunk)
-        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.DecodingError) as exc:
-            spool.close()
-            return Delivery(Outcome.BUSY, f"the agent's answer broke off ({type(exc).__name__})")
         except BaseException:
             spool.close()
             raise
         content_type = response.headers.get("content-type", "application/json")
-        return Delivery(Outcome.DELIVERED, "", response.status_code, content_type, size, spool)
+        return Delivery(Outcome.DELIVERED, "", response.status, content_type, size, spool)
 
     def _too_large(self) -> str:
         return f"the agent's answer is larger than {self.max_response_bytes // (1024 * 1024)} MiB"

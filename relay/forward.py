@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -153,8 +153,8 @@ def call_record(
     refusal: Refusal | None = None,
     queued: Enqueued | None = None,
 ) -> CallRecord:
-    """The log row of a call: what was asked, what came back (bounded), and how it ended. The error
-    detail is the platform's own words, never the agent's address."""
+    """The log row of a call: what was asked, what came back, and how it ended (the error detail is
+    the platform's own words, never the agent's address). Raw: `write_log` bounds and redacts it."""
     response = delivery.parsed() if delivery is not None and delivery.outcome == Outcome.DELIVERED else None
     status, error, http_status = "ok", None, 200
     if queued is not None:
@@ -179,13 +179,33 @@ def call_record(
         source_id=caller_id,
         target_id=target.id,
         method=request.method,
-        summary=preview(verb if status == "ok" else f"{verb} failed: {_REDACTOR.redact(error or '')}"),
-        request_body=redact_json(bounded_json(request.body), _REDACTOR),
-        response_body=redact_json(bounded_json(response), _REDACTOR) if response is not None else None,
+        summary=preview(verb if status == "ok" else f"{verb} failed: {error}"),
+        request_body=request.body,
+        response_body=response,
         duration_ms=duration_ms,
         status=status,
-        error_detail=_REDACTOR.redact(error) if error else None,
+        error_detail=error,
         http_status=http_status,
         queued=queued is not None,
         queue_id=queued.queue_id if queued else None,
     )
+
+
+def redacted(record: CallRecord) -> CallRecord:
+    """The record as it may be stored: bodies bounded to 64 KiB and every string redacted."""
+    return replace(
+        record,
+        summary=_REDACTOR.redact(record.summary),
+        request_body=redact_json(bounded_json(record.request_body), _REDACTOR),
+        response_body=(
+            redact_json(bounded_json(record.response_body), _REDACTOR)
+            if record.response_body is not None
+            else None
+        ),
+        error_detail=_REDACTOR.redact(record.error_detail) if record.error_detail else None,
+    )
+
+
+async def write_log(pool: asyncpg.Pool, record: CallRecord) -> None:
+    """Redact, then write the call's log rows and event (callers run it after their reply)."""
+    await a2a_store.log_call(pool, redacted(record))

@@ -266,45 +266,61 @@ class CallRecord:
     queue_id: str | None = None
 
 
-_LOG_ROW = """INSERT INTO activity_logs (workspace_id, activity_type, source_id, target_id, method, summary,
-                                     request_body, response_body, duration_ms, status, error_detail)
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"""
+# The rows and the event in one statement (one round trip, atomic): the a2a_receive row, the
+# a2a_send row when a workspace called another, the A2A_RESPONSE event and its NOTIFY.
+_LOG_CALL = """
+WITH receive AS (
+    INSERT INTO activity_logs (workspace_id, activity_type, source_id, target_id, method, summary,
+                               request_body, response_body, duration_ms, status, error_detail)
+    VALUES ($2, 'a2a_receive', $1, $2, $3, $4, $5, $6, $7, $8, $9)
+    RETURNING id
+),
+send AS (
+    INSERT INTO activity_logs (workspace_id, activity_type, source_id, target_id, method, summary,
+                               request_body, response_body, duration_ms, status, error_detail)
+    SELECT $1, 'a2a_send', $1, $2, $3, $4, $5, $6, $7, $8, $9
+    WHERE $1::uuid IS NOT NULL AND $1::uuid <> $2::uuid
+    RETURNING id
+),
+event AS (
+    INSERT INTO structure_events (event_type, workspace_id, payload)
+    SELECT $10, $2, $11::jsonb || jsonb_build_object('activity_id', receive.id) FROM receive
+    RETURNING id, event_type, workspace_id, payload, created_at
+)
+SELECT pg_notify($12, json_build_object('id', id, 'event_type', event_type, 'workspace_id', workspace_id,
+                                        'payload', payload, 'created_at', created_at)::text),
+       (SELECT count(*) FROM send) AS sent
+FROM event
+"""
 
 
 async def log_call(pool: asyncpg.Pool, call: CallRecord) -> None:
-    """The log rows and the A2A_RESPONSE event, in one transaction."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = (
-            call.source_id,
-            call.target_id,
-            call.method,
-            call.summary,
-            call.request_body,
-            call.response_body,
-            call.duration_ms,
-            call.status,
-            call.error_detail,
-        )
-        receive_id = await conn.fetchval(_LOG_ROW, call.target_id, "a2a_receive", *row)
-        if call.source_id is not None and call.source_id != call.target_id:
-            await conn.execute(_LOG_ROW, call.source_id, "a2a_send", *row)
-        await event_store.insert_event(
-            conn,
-            EventType.A2A_RESPONSE,
-            call.target_id,
-            {
-                "source_id": call.source_id,
-                "target_id": call.target_id,
-                "method": call.method,
-                "status": call.status,
-                "http_status": call.http_status,
-                "duration_ms": call.duration_ms,
-                "queued": call.queued,
-                "queue_id": call.queue_id,
-                "activity_id": receive_id,
-                "error": call.error_detail,
-            },
-        )
+    """The log rows and the A2A_RESPONSE event, in one statement."""
+    await pool.fetchval(
+        _LOG_CALL,
+        call.source_id,
+        call.target_id,
+        call.method,
+        call.summary,
+        call.request_body,
+        call.response_body,
+        call.duration_ms,
+        call.status,
+        call.error_detail,
+        EventType.A2A_RESPONSE.value,
+        {
+            "source_id": call.source_id,
+            "target_id": call.target_id,
+            "method": call.method,
+            "status": call.status,
+            "http_status": call.http_status,
+            "duration_ms": call.duration_ms,
+            "queued": call.queued,
+            "queue_id": call.queue_id,
+            "error": call.error_detail,
+        },
+        event_store.CHANNEL,
+    )
 
 
 async def drop_for_delegation(pool: asyncpg.Pool, delegation_id: str) -> None:

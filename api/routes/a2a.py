@@ -29,6 +29,7 @@ from domain.a2a import InvalidA2ARequest, Refusal, normalise
 from domain.access import Node, can_communicate
 from domain.models import QueuedDelivery
 from relay.dispatch import Outcome
+from relay.forward import write_log
 from store import a2a as a2a_store
 from store.a2a import Party
 from store.tokens import hash_token
@@ -142,7 +143,7 @@ async def proxy(workspace_id: str, request: Request) -> Response:
     forwarder = await platform.forwarder()
     result = await forwarder.forward(caller_id, target, a2a_request)
     if result.record is not None:
-        platform.spawn(a2a_store.log_call(forwarder.pool, result.record), "A2A call log")
+        platform.spawn(write_log(forwarder.pool, result.record), "A2A call log")
     if result.refusal is not None:
         if result.refusal.wake:
             platform.spawn(platform.gateway.wake(target.id), "wake")
