@@ -20,11 +20,12 @@ from domain.a2a import (
     InvalidA2ARequest,
     message_send,
     normalise,
+    preview,
     response_text,
     rpc_error,
 )
 from domain.access import Node, can_communicate
-from domain.contract import Update, implements
+from domain.contract import Signal, Update, implements
 from domain.models import (
     ActionResult,
     DelegationFinish,
@@ -36,6 +37,7 @@ from domain.models import (
     QueuedDelivery,
     workflow_id_for,
 )
+from domain.redaction import Redactor
 from relay.dispatch import Outcome
 from relay.forward import Forwarder, call_record, write_log
 from store import a2a as a2a_store
@@ -43,6 +45,14 @@ from store import delegations as delegation_store
 from store.a2a import QueueEntry
 
 log = logging.getLogger("molecule.activities.a2a")
+_REDACTOR = Redactor()
+
+
+def reason(text: str) -> str:
+    """An agent's words as a reason the workflow carries: short and redacted (its history keeps it)."""
+    return preview(_REDACTOR.redact(text), 300)
+
+
 _HEARTBEAT_EVERY = 5.0
 # A drained entry left dispatched by a drain that vanished is taken again after this long.
 _LEASE_SECONDS = AGENT_CALL_CEILING_SECONDS + 300
@@ -90,8 +100,22 @@ class A2AActivities:
         )
         report.dispatched = len(entries)
         async with _heartbeating():
-            results = await asyncio.gather(*(self._deliver_entry(target, entry) for entry in entries))
-        for outcome, delivery in results:
+            results = await asyncio.gather(
+                *(self._deliver_entry(target, entry) for entry in entries), return_exceptions=True
+            )
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, BaseException):
+                # This entry only: back to the queue (its claim is retried by the next drain).
+                log.warning(
+                    "workspace %s: queue entry %s not settled (%s)",
+                    req.workspace_id,
+                    entry.id,
+                    type(result).__name__,
+                )
+                await a2a_store.retry_later(self.pool, entry.id, "the drain failed while sending it")
+                report.requeued += 1
+                continue
+            outcome, delivery = result
             if outcome == "completed":
                 report.completed += 1
             elif outcome == "failed":
@@ -123,15 +147,21 @@ class A2AActivities:
                 if entry.delegation_id is None:
                     return "completed", None
                 error = rpc_error(answer)
-                text = response_text(answer) or ""
-                await delegation_store.set_answer(self.pool, entry.delegation_id, text, None)
-                return "completed", QueuedDelivery(entry.delegation_id, True, error)
+                if error is None:
+                    await delegation_store.set_answer(
+                        self.pool, entry.delegation_id, response_text(answer) or "", None
+                    )
+                told = QueuedDelivery(entry.delegation_id, True, reason(error) if error else None)
+                await self._tell(told)
+                return "completed", told
             detail = delivery.detail or f"the agent answered HTTP {delivery.status_code}"
             failed = await a2a_store.retry_later(self.pool, entry.id, detail)
             if failed and entry.delegation_id is not None:
-                return "failed", QueuedDelivery(
-                    entry.delegation_id, False, f"not delivered after retries: {detail}"
+                told = QueuedDelivery(
+                    entry.delegation_id, False, reason(f"not delivered after retries: {detail}")
                 )
+                await self._tell(told)
+                return "failed", told
             return ("failed" if failed else "requeued"), None
         finally:
             delivery.close()
@@ -179,6 +209,9 @@ class A2AActivities:
         if result.refusal is not None:
             if result.refusal.wake:
                 await self._wake(target.id)
+            if result.refusal.retry_after is not None:
+                # Waking, starting up, or busy with a session of its own: tried again until the
+                # delegation's deadline.
                 return DelegationOutcome(
                     DelegationStatus.PENDING, result.refusal.message, retry_after=result.refusal.retry_after
                 )
@@ -187,7 +220,7 @@ class A2AActivities:
         assert delivery is not None
         try:
             if delivery.outcome != Outcome.DELIVERED:
-                return DelegationOutcome(DelegationStatus.FAILED, delivery.detail)
+                return DelegationOutcome(DelegationStatus.FAILED, reason(delivery.detail))
             if delivery.status_code >= 400:
                 return DelegationOutcome(
                     DelegationStatus.FAILED, f"the target answered HTTP {delivery.status_code}"
@@ -195,11 +228,22 @@ class A2AActivities:
             answer = delivery.parsed(limit=None)
             error = rpc_error(answer)
             if error is not None:
-                return DelegationOutcome(DelegationStatus.FAILED, f"the target answered an error: {error}")
+                return DelegationOutcome(
+                    DelegationStatus.FAILED, f"the target answered an error: {reason(error)}"
+                )
             await delegation_store.set_answer(self.pool, inp.delegation_id, response_text(answer) or "", None)
             return DelegationOutcome(DelegationStatus.COMPLETED)
         finally:
             delivery.close()
+
+    async def _tell(self, delivery: QueuedDelivery) -> None:
+        """Tell the delegation at once, so an answer is never lost to a drain that dies before it
+        returns (the workspace workflow tells it again from the report; a second word is a no-op)."""
+        try:
+            handle = self.client.get_workflow_handle(contract.delegation_workflow_id(delivery.delegation_id))
+            await handle.signal(Signal.DELEGATION_DELIVERED, delivery)
+        except Exception as exc:  # ended already (timed out), or Temporal is away: the report retries
+            log.info("delegation %s not told (%s)", delivery.delegation_id, type(exc).__name__)
 
     async def _wake(self, workspace_id: str) -> None:
         try:
@@ -210,6 +254,12 @@ class A2AActivities:
 
     @implements(contract.finish_delegation)
     async def finish_delegation(self, finish: DelegationFinish) -> None:
-        await delegation_store.set_status(self.pool, finish.delegation_id, finish.status, finish.error)
-        if finish.status == DelegationStatus.FAILED:
+        status, error = finish.status, finish.error
+        if status == DelegationStatus.FAILED and await delegation_store.has_answer(
+            self.pool, finish.delegation_id
+        ):
+            status, error = DelegationStatus.COMPLETED, None  # its answer arrived; the word of it did not
+        await delegation_store.set_status(self.pool, finish.delegation_id, status, error)
+        if status in (DelegationStatus.COMPLETED, DelegationStatus.FAILED):
+            # Ended either way: a copy still queued is never delivered after it.
             await a2a_store.drop_for_delegation(self.pool, finish.delegation_id)

@@ -53,6 +53,7 @@ class Platform:
                 idle_timeout_seconds=self.settings.a2a_idle_timeout_seconds,
                 ceiling_seconds=self.settings.a2a_call_ceiling_seconds,
                 queue_ttl_seconds=self.settings.a2a_queue_ttl_seconds,
+                docker_network=self.settings.docker_network,
             )
             self._forwarder = Forwarder(await self.pool(), self.dispatcher, self.hub.listener.watch, config)
         return self._forwarder

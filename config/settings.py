@@ -109,8 +109,9 @@ class Settings(BaseSettings):
     # A2A proxy. A dispatch is cancelled after this long without any event for the target (each
     # heartbeat is one); an agent's own `runtime_metadata.idle_timeout_seconds` overrides it.
     a2a_idle_timeout_seconds: PositiveInt = 300
-    # Agent-to-agent calls end after this long whatever the events.
-    a2a_call_ceiling_seconds: PositiveInt = 1800
+    # A2A calls end after this long whatever the events (at most 30 minutes: the drain's and the
+    # delegations' own timeouts are sized for that).
+    a2a_call_ceiling_seconds: Annotated[int, Field(gt=0, le=1800)] = 1800
     # RFC 1918 agent URLs outside development (agents on a private network beside the platform).
     a2a_allow_private_networks: bool = False
     # A queued message not delivered by then is dropped by POST /admin/a2a-queue/drop-stale.

@@ -45,17 +45,32 @@ class Policy:
     allow_loopback: bool = False
 
 
-def _v4_inside(address: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv6 one carries (mapped ::ffff:a.b.c.d, or 6to4/NAT64 forms are left
-    alone: those route through a gateway), else the address itself."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+_NAT64 = (_net("64:ff9b::/96"), _net("64:ff9b:1::/48"))
+_V4_COMPATIBLE = _net("::/96")
+
+
+def _embedded_v4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to the network: mapped (::ffff:a.b.c.d), 6to4
+    (2002::/16), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) or the old IPv4-compatible form (::a.b.c.d)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    return address
+    if address.sixtofour is not None:
+        return address.sixtofour
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in network for network in _NAT64):
+        return low32
+    if address in _V4_COMPATIBLE and int(address) > 1:  # not :: or ::1
+        return low32
+    return None
 
 
 def blocked_reason(address: IPAddress, policy: Policy) -> str | None:
     """Why traffic to `address` is refused, or None when it may go there."""
-    address = _v4_inside(address)
+    inner = _embedded_v4(address)
+    if inner is not None:
+        return blocked_reason(inner, policy)
     for network, reason in ALWAYS_BLOCKED:
         if address in network:
             return reason
@@ -120,7 +135,8 @@ def check_addresses(host: str, addresses: list[IPAddress], policy: Policy) -> No
             raise UnsafeUrl(f"host {host!r} resolves to a blocked address ({reason})")
 
 
-def runs_beside_platform(backend: str | None) -> bool:
-    """Agents the platform launches on its own machine (a local process, or a container on its own
-    Docker daemon with host networking) listen on loopback; their URL is the platform's own doing."""
-    return backend in ("process", "docker")
+def runs_beside_platform(backend: str | None, docker_network: str) -> bool:
+    """Agents the platform launches on its own machine listen on loopback, where the platform put
+    them: a local process, or a container on its own Docker daemon with host networking (a container
+    on a bridge network has a loopback of its own, and 127.0.0.1 from it means the platform's)."""
+    return backend == "process" or (backend == "docker" and docker_network == "host")

@@ -57,7 +57,7 @@ class Delivery:
         self.body.seek(0)
         try:
             return json.loads(self.body.read())
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             return None
         finally:
             self.body.seek(0)
@@ -89,6 +89,8 @@ async def resolve(host: str, port: int, policy: Policy) -> IPAddress:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), _RESOLVE_TIMEOUT
         )
+    except UnicodeError:  # a label over 63 characters, or an empty one: not a host name at all
+        raise UnsafeUrl(f"host {host!r} is not a valid host name") from None
     except (OSError, TimeoutError):
         raise UnresolvedHost(f"host {host!r} does not resolve") from None
     addresses: list[IPAddress] = []

@@ -33,6 +33,8 @@ from store.a2a import CallRecord, Enqueued, Party
 log = logging.getLogger("molecule.a2a")
 # Known secret shapes only: the proxy has no workspace's secret values at hand.
 _REDACTOR = Redactor()
+ERROR_CHARS = 500
+METHOD_CHARS = 100
 Watch = Callable[[str, Callable[[], None]], Callable[[], None]]
 
 
@@ -41,6 +43,7 @@ class ForwardConfig:
     idle_timeout_seconds: int
     ceiling_seconds: int
     queue_ttl_seconds: int
+    docker_network: str = "host"
 
 
 @dataclass
@@ -62,10 +65,11 @@ class Forwarder:
         self.watch = watch
         self.config = config
 
-    def deadline(self, caller_id: str | None, target: Party) -> Deadline:
+    def deadline(self, target: Party) -> Deadline:
         idle = target.idle_timeout_seconds or self.config.idle_timeout_seconds
-        # Agent-to-agent calls end at the ceiling whatever the events; the operator's only go idle.
-        return Deadline(float(idle), float(self.config.ceiling_seconds) if caller_id else None)
+        # Every call ends at the ceiling whatever the events: an agent that still heartbeats but never
+        # answers holds no call (nor its connection) for longer.
+        return Deadline(float(idle), float(self.config.ceiling_seconds))
 
     async def deliver(
         self, caller_id: str | None, target: Party, request: A2ARequest
@@ -78,9 +82,9 @@ class Forwarder:
             str(target.url),
             json.dumps(request.body).encode(),
             headers,
-            self.deadline(caller_id, target),
+            self.deadline(target),
             (lambda touch: watch(target.id, touch)) if watch is not None else None,
-            local_agent=runs_beside_platform(target.backend),
+            local_agent=runs_beside_platform(target.backend, self.config.docker_network),
         )
         return delivery, int((time.monotonic() - started) * 1000)
 
@@ -174,11 +178,14 @@ def call_record(
         failed = delivery.status_code >= 400
         error = f"agent answered HTTP {delivery.status_code}" if failed else rpc_error(response)
         status = "error" if error else "ok"
-    verb = f"{request.method} → {target.name}"
+    # Bounded: an agent's error text can be a whole traceback, and the event rides a NOTIFY.
+    error = preview(error, ERROR_CHARS) if error else None
+    method = preview(request.method, METHOD_CHARS)
+    verb = f"{method} → {target.name}"
     return CallRecord(
         source_id=caller_id,
         target_id=target.id,
-        method=request.method,
+        method=method,
         summary=preview(verb if status == "ok" else f"{verb} failed: {error}"),
         request_body=request.body,
         response_body=response,
@@ -207,5 +214,9 @@ def redacted(record: CallRecord) -> CallRecord:
 
 
 async def write_log(pool: asyncpg.Pool, record: CallRecord) -> None:
-    """Redact, then write the call's log rows and event (callers run it after their reply)."""
-    await a2a_store.log_call(pool, redacted(record))
+    """Redact, then write the call's log rows and event (callers run it after their reply). Best
+    effort: a log that cannot be written never fails, or repeats, the call it records."""
+    try:
+        await a2a_store.log_call(pool, redacted(record))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("workspace %s: could not log an A2A call (%s)", record.target_id, type(exc).__name__)

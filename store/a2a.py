@@ -86,6 +86,22 @@ async def party(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> Par
 # --- the busy queue -----------------------------------------------------------------------------
 
 
+_ENQUEUE = """
+INSERT INTO a2a_queue (id, workspace_id, caller_id, priority, method, body, idempotency_key, delegation_id,
+                       expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))
+ON CONFLICT (workspace_id, (COALESCE(caller_id::text, '')), idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'dispatched')
+    DO NOTHING
+RETURNING id::text
+"""
+_LIVE_ENTRY = """
+SELECT id::text FROM a2a_queue
+WHERE workspace_id = $1 AND COALESCE(caller_id::text, '') = COALESCE($2::text, '')
+  AND idempotency_key = $3 AND status IN ('queued', 'dispatched')
+"""
+
+
 @dataclass(frozen=True)
 class Enqueued:
     queue_id: str
@@ -105,31 +121,30 @@ async def enqueue(
     ttl_seconds: int,
     delegation_id: str | None = None,
 ) -> Enqueued:
-    """One entry per (workspace, idempotency key): the same message twice is the first entry."""
+    """One live entry per (workspace, caller, idempotency key): the same message twice is the first
+    entry while it waits or is being sent."""
     async with pool.acquire() as conn, conn.transaction():
-        queue_id = await conn.fetchval(
-            """INSERT INTO a2a_queue (id, workspace_id, caller_id, priority, method, body, idempotency_key,
-                                      delegation_id, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))
-               ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-               RETURNING id::text""",
-            str(uuid.uuid4()),
-            workspace_id,
-            caller_id,
-            priority,
-            method,
-            body,
-            idempotency_key,
-            delegation_id,
-            float(ttl_seconds),
-        )
-        new = queue_id is not None
-        if not new:
+        for _ in range(2):  # the live entry it collided with may have just finished: then insert
             queue_id = await conn.fetchval(
-                "SELECT id::text FROM a2a_queue WHERE workspace_id = $1 AND idempotency_key = $2",
+                _ENQUEUE,
+                str(uuid.uuid4()),
                 workspace_id,
+                caller_id,
+                priority,
+                method,
+                body,
                 idempotency_key,
+                delegation_id,
+                float(ttl_seconds),
             )
+            new = queue_id is not None
+            if new:
+                break
+            queue_id = await conn.fetchval(_LIVE_ENTRY, workspace_id, caller_id, idempotency_key)
+            if queue_id is not None:
+                break
+        if queue_id is None:
+            raise asyncpg.UniqueViolationError("the queue entry kept changing under the enqueue")
         depth = await conn.fetchval(
             "SELECT count(*) FROM a2a_queue WHERE workspace_id = $1 AND status = 'queued'", workspace_id
         )

@@ -109,6 +109,12 @@ async def set_answer(
     )
 
 
+async def has_answer(db: asyncpg.Pool | asyncpg.Connection, delegation_id: str) -> bool:
+    return bool(
+        await db.fetchval("SELECT response IS NOT NULL FROM delegations WHERE id = $1", delegation_id)
+    )
+
+
 _EVENTS = {
     DelegationStatus.COMPLETED: EventType.DELEGATION_COMPLETE,
     DelegationStatus.FAILED: EventType.DELEGATION_FAILED,

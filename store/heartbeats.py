@@ -76,7 +76,8 @@ upd AS (
         w.current_task, w.active_tasks, w.uptime_seconds, w.max_concurrent_tasks,
         -- spare capacity while messages wait: news for the workflow, which drains the queue
         w.active_tasks < w.max_concurrent_tasks
-          AND EXISTS (SELECT 1 FROM a2a_queue q WHERE q.workspace_id = w.id AND q.status = 'queued')
+          AND EXISTS (SELECT 1 FROM a2a_queue q
+                      WHERE q.workspace_id = w.id AND q.status = 'queued' AND q.expires_at > now())
           AS drain_possible
 ),
 notes AS (

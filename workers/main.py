@@ -53,6 +53,7 @@ def a2a_activities(activities: WorkspaceActivities, client: Client) -> A2AActivi
         idle_timeout_seconds=settings.a2a_idle_timeout_seconds,
         ceiling_seconds=settings.a2a_call_ceiling_seconds,
         queue_ttl_seconds=settings.a2a_queue_ttl_seconds,
+        docker_network=settings.docker_network,
     )
     forwarder = Forwarder(activities.pool, Dispatcher(settings.ssrf_policy()), listener.watch, config)
     return A2AActivities(activities.pool, forwarder, client)

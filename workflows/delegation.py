@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 from workflows.calls import store
 
@@ -73,13 +74,18 @@ class DelegationWorkflow:
             remaining = self._remaining(deadline)
             if remaining <= 0:
                 return DelegationOutcome(DelegationStatus.FAILED, self._timed_out(inp))
-            outcome = await workflow.execute_activity(
-                contract.dispatch_delegation,
-                inp,
-                start_to_close_timeout=timedelta(seconds=remaining + 60),
-                heartbeat_timeout=_DISPATCH_HEARTBEAT,
-                retry_policy=_DISPATCH_RETRY,
-            )
+            try:
+                # Bounded by the deadline, retries included: a dispatch that keeps failing never
+                # outlives the delegation (nor sends its task again after it).
+                outcome = await workflow.execute_activity(
+                    contract.dispatch_delegation,
+                    inp,
+                    schedule_to_close_timeout=timedelta(seconds=remaining),
+                    heartbeat_timeout=_DISPATCH_HEARTBEAT,
+                    retry_policy=_DISPATCH_RETRY,
+                )
+            except ActivityError:
+                return DelegationOutcome(DelegationStatus.FAILED, "the task could not be dispatched in time")
             if outcome.status != DelegationStatus.PENDING:
                 return outcome
             await workflow.sleep(min(float(outcome.retry_after or 15), max(remaining - 1, 1)))

@@ -33,6 +33,13 @@ class QueueDrainer:
     def done(self) -> bool:
         return self._task is None or self._task.done()
 
+    def cancel(self) -> None:
+        """Stop the drain under way (its activity is cancelled; its entries are taken again later)."""
+        self._capacity = 0
+        if not self.done:
+            assert self._task is not None
+            self._task.cancel()
+
     def request(self, capacity: int) -> None:
         """Drain now, or again as soon as the drain under way ends."""
         self._capacity = max(self._capacity, capacity, 1)
@@ -41,6 +48,10 @@ class QueueDrainer:
 
     async def _run(self) -> None:
         while self._capacity:
+            if workflow.info().is_continue_as_new_suggested():
+                # Let the workflow continue as new: the next heartbeat with room drains the rest.
+                self._capacity = 0
+                return
             capacity, self._capacity = self._capacity, 0
             try:
                 report = await workflow.execute_activity(
@@ -50,6 +61,8 @@ class QueueDrainer:
                     heartbeat_timeout=_DRAIN_HEARTBEAT,
                     retry_policy=_DRAIN_RETRY,
                 )
+            except asyncio.CancelledError:
+                return
             except ActivityError:
                 # Entries it claimed are taken again after their lease; the next heartbeat with
                 # capacity drains the rest.

@@ -430,6 +430,7 @@ class WorkspaceWorkflow:
     async def _reap_failed(self) -> None:
         """The rescue grace is over: stop the failed instance and drop its volumes."""
         self.state.due.pop(Timer.RESCUE_GRACE, None)
+        self._drainer.cancel()
         await workflow.wait_condition(self._tasks_done)
         old = self.state.instance_id
         stopped = await self._release_instances()
@@ -542,6 +543,7 @@ class WorkspaceWorkflow:
         teardown = self.state.teardown
         assert teardown is not None
         self._abandon_start()
+        self._drainer.cancel()  # a message in flight to a workspace being removed is not waited for
         await workflow.wait_condition(self._tasks_done)
         if not teardown.instance_stopped:
             if self.inp.backend != "external":

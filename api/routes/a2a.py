@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -34,6 +35,7 @@ from store import a2a as a2a_store
 from store.a2a import Party
 from store.tokens import hash_token
 
+log = logging.getLogger("molecule.api")
 router = APIRouter(tags=["a2a"])
 
 _A2A_BODY = {
@@ -135,6 +137,8 @@ async def proxy(workspace_id: str, request: Request) -> Response:
         parsed: Any = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "body is nested too deeply", "invalid_json") from None
     try:
         a2a_request = normalise(parsed)
     except InvalidA2ARequest as exc:
@@ -198,7 +202,12 @@ async def drop_stale(
     dropped = await a2a_store.drop_stale(pool, wid, max_age_minutes)
     for _queue_id, delegation_id in dropped:
         if delegation_id is not None:
-            await gateway.delegation_delivered(
-                QueuedDelivery(delegation_id, False, "its queued message was dropped as stale")
-            )
+            try:  # the drop stands either way; an untold delegation still ends at its timeout
+                await gateway.delegation_delivered(
+                    QueuedDelivery(delegation_id, False, "its queued message was dropped as stale")
+                )
+            except Exception as exc:
+                log.warning(
+                    "delegation %s not told of its dropped message (%s)", delegation_id, type(exc).__name__
+                )
     return {"dropped": len(dropped)}

@@ -167,7 +167,7 @@ async def record(
     return {"delegation_id": delegation_id, "status": "recorded"}
 
 
-@router.post("/delegations/{delegation_id}/update", responses=errors(400, 403, 404, 410, 413))
+@router.post("/delegations/{delegation_id}/update", responses=errors(400, 403, 404, 409, 410, 413))
 async def update(
     workspace_id: str, delegation_id: str, body: UpdateBody, caller: WorkspaceOrOperator, pool: PoolDep
 ) -> dict[str, str]:
@@ -178,6 +178,13 @@ async def update(
     row = await delegation_store.get(pool, did)
     if row is None or row["source_id"] != source_id:
         raise ApiError(404, f"delegation {did} not found for workspace {source_id}", "not_found")
+    if not row["self_reported"]:
+        raise ApiError(
+            409,
+            f"delegation {did} is run by the platform; only delegations recorded with /delegations/record "
+            "take updates",
+            "platform_delegation",
+        )
     status = DelegationStatus(body.status)
     await delegation_store.set_status(pool, did, status, body.error or None, body.response_preview)
     return {"status": body.status, "delegation_id": did}

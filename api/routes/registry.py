@@ -73,7 +73,9 @@ async def register(
         try:
             backend = await ws_store.backend_of(pool, workspace_id)
             await check_url(
-                body.url, platform.settings.ssrf_policy(), local_agent=runs_beside_platform(backend)
+                body.url,
+                platform.settings.ssrf_policy(),
+                local_agent=runs_beside_platform(backend, platform.settings.docker_network),
             )
         except UnsafeUrl as exc:
             raise ApiError(

@@ -42,8 +42,11 @@ CREATE TABLE a2a_queue (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX a2a_queue_idem_idx ON a2a_queue (workspace_id, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
+-- One live entry per (target, caller, message): a message that failed or was dropped may be sent
+-- again, and another caller's message with the same id is its own.
+CREATE UNIQUE INDEX a2a_queue_idem_idx
+    ON a2a_queue (workspace_id, (COALESCE(caller_id::text, '')), idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'dispatched');
 CREATE INDEX a2a_queue_ready_idx ON a2a_queue (workspace_id, priority DESC, created_at, id)
     WHERE status = 'queued';
 

@@ -144,6 +144,11 @@ async def test_bad_bodies_are_400_naming_the_problem(stack: Stack) -> None:
             )
             assert reply.status_code == 400, (body, reply.text)
             assert expected in reply.json()["error"], (body, reply.json())
+        deep = b'{"method": "message/send", "params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        reply = await client.post(
+            f"/workspaces/{target}/a2a", content=deep, headers={"Content-Type": "application/json"}
+        )
+        assert reply.status_code in (400, 413), reply.text  # never a 500
         huge = json.dumps(send("x" * (1024 * 1024 + 1))).encode()
         reply = await client.post(f"/workspaces/{target}/a2a", content=huge)
         assert reply.status_code == 413
@@ -271,6 +276,16 @@ async def test_an_entry_fails_after_five_attempts_with_an_event(stack: Stack) ->
         assert failed["payload"]["attempts"] == 5
         [row] = await queue_rows(stack, agent.id)
         assert (row["status"], row["attempts"]) == ("failed", 5)
+        # A message that failed for good may be sent again: a new entry, not the dead one.
+        agent.faults(a2a="reset", active_tasks=1)
+        again = await client.post(f"/workspaces/{agent.id}/a2a", json=send("doomed", "m-doomed"))
+        assert again.status_code == 202 and again.json()["queue_id"] != reply.json()["queue_id"]
+        # The same messageId from another caller is that caller's own entry.
+        caller, token = await external(client, name="other-caller")
+        async with as_workspace(stack, token, caller) as peer:
+            theirs = await peer.post(f"/workspaces/{agent.id}/a2a", json=send("doomed", "m-doomed"))
+        assert theirs.status_code == 202 and theirs.json()["queue_id"] != again.json()["queue_id"]
+        assert theirs.json()["queue_depth"] == 2
 
 
 async def test_delegation_queued_then_completed_with_the_real_answer(stack: Stack) -> None:
@@ -313,6 +328,10 @@ async def test_delegation_queued_then_completed_with_the_real_answer(stack: Stac
             assert first.status_code == second.status_code == 202
             assert second.json()["delegation_id"] == first.json()["delegation_id"]
             assert second.json()["idempotent_hit"] is True
+            # The platform runs this one: a runtime's report cannot overwrite it.
+            update = {"status": "failed", "error": "forged"}
+            forged = await boss.post(f"/workspaces/{source}/delegations/{delegation_id}/update", json=update)
+            assert forged.status_code == 409 and forged.json()["code"] == "platform_delegation"
 
 
 async def test_runtime_records_and_updates_its_own_delegations(stack: Stack) -> None:

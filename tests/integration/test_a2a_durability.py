@@ -20,7 +20,7 @@ from tests.integration.test_a2a import as_workspace, external, queue_rows, send,
 
 pytestmark = pytest.mark.integration
 
-IDLE, CEILING, SLOW = 3, 6, 8
+IDLE, SLOW, CEILING, PAST_CEILING = 3, 8, 12, 16
 QUIET = {"HEARTBEAT_INTERVAL": "3600"}  # registers, then says nothing for the length of a test
 
 
@@ -40,7 +40,6 @@ async def test_idle_timeout_is_reset_by_events_and_overridden_per_workspace(stac
         quiet = await start_agent(stack, client, events, env=QUIET)
         for agent in (beating, quiet):
             agent.faults(a2a="slow", a2a_delay_seconds=SLOW)
-        # The operator's calls have no ceiling: only the idle timeout can end them.
         answered = await client.post(f"/workspaces/{beating.id}/a2a", json=send("slow", "idle-1"))
         assert answered.status_code == 200, answered.text  # heartbeats kept resetting the idle timer
         timed_out = await client.post(f"/workspaces/{quiet.id}/a2a", json=send("slow", "idle-2"))
@@ -57,10 +56,10 @@ async def test_idle_timeout_is_reset_by_events_and_overridden_per_workspace(stac
         assert overridden.status_code == 200, overridden.text
 
 
-async def test_agent_to_agent_calls_end_at_the_ceiling_whatever_the_events(stack: Stack) -> None:
+async def test_calls_end_at_the_ceiling_whatever_the_events(stack: Stack) -> None:
     async with stack.client() as client, EventStream(client) as events:
         agent = await start_agent(stack, client, events)
-        agent.faults(a2a="slow", a2a_delay_seconds=SLOW)
+        agent.faults(a2a="slow", a2a_delay_seconds=PAST_CEILING)
         caller, token = await external(client, name="peer")
         async with as_workspace(stack, token, caller) as peer:
             reply = await peer.post(f"/workspaces/{agent.id}/a2a", json=send("long", "ceiling-1"))

@@ -24,7 +24,7 @@ RULES = [
     ("CGNAT", "100.64.0.1", "100.128.0.1", (PROD, DEV, PRIVATE_OK)),
     ("multicast", "224.0.0.1", "223.255.255.254", (PROD, DEV, PRIVATE_OK)),
     ("loopback v4", "127.0.0.1", "128.0.0.1", (PROD, PRIVATE_OK)),
-    ("loopback v6", "::1", "::2", (PROD, PRIVATE_OK)),
+    ("loopback v6", "::1", "2001:4860::1", (PROD, PRIVATE_OK)),
     ("unique-local fc00::/8", "fc00::1", "fe00::1", (PROD, DEV, PRIVATE_OK)),
     ("unique-local fd00::/8", "fd12::1", "fe00::1", (PROD, PRIVATE_OK)),
     ("RFC 1918 10/8", "10.1.2.3", "11.0.0.1", (PROD,)),
@@ -59,8 +59,28 @@ def test_an_ipv4_mapped_v6_address_is_judged_as_its_v4_address() -> None:
 def test_loopback_is_allowed_for_agents_the_platform_runs_itself() -> None:
     assert blocked_reason(ipaddress.ip_address("127.0.0.1"), Policy(allow_loopback=True)) is None
     assert blocked_reason(ipaddress.ip_address("169.254.169.254"), Policy(allow_loopback=True)) is not None
-    assert runs_beside_platform("process") and runs_beside_platform("docker")
-    assert not runs_beside_platform("external") and not runs_beside_platform("ec2")
+    assert runs_beside_platform("process", "molecule") and runs_beside_platform("docker", "host")
+    assert not runs_beside_platform("docker", "molecule")  # a bridge network: 127.0.0.1 is the platform's
+    assert not runs_beside_platform("external", "host") and not runs_beside_platform("ec2", "host")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::a9fe:a9fe",  # local-use NAT64
+        "::169.254.169.254",  # IPv4-compatible
+    ],
+)
+def test_ipv6_forms_that_carry_a_blocked_ipv4_address_are_blocked(address: str) -> None:
+    assert blocked_reason(ipaddress.ip_address(address), DEV) is not None
+
+
+def test_ipv6_forms_of_a_public_ipv4_address_pass() -> None:
+    for address in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"):
+        assert blocked_reason(ipaddress.ip_address(address), PROD) is None, address
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ class FakeActivities:
         # Agent-to-agent: drains asked for, delegation outcomes to hand out, delegations finished.
         self.drains: list[DrainRequest] = []
         self.drain_reports: list[DrainReport] = []
-        self.dispatch_outcomes: list[DelegationOutcome] = []
+        self.dispatch_outcomes: list[DelegationOutcome | None] = []  # None: the dispatch raises
         self.dispatches: list[DelegationInput] = []
         self.finished: list[DelegationFinish] = []
         self._seen_keys: set[str] = set()
@@ -211,8 +211,12 @@ class FakeActivities:
     async def dispatch_delegation(self, inp: DelegationInput) -> DelegationOutcome:
         self.dispatches.append(inp)
         await self._notify()
+        if self.dispatch_outcomes and self.dispatch_outcomes[0] is None:
+            raise RuntimeError("injected dispatch failure")
         if self.dispatch_outcomes:
-            return self.dispatch_outcomes.pop(0)
+            outcome = self.dispatch_outcomes.pop(0)
+            assert outcome is not None
+            return outcome
         return DelegationOutcome(DelegationStatus.COMPLETED)
 
     @implements(contract.finish_delegation)

@@ -85,6 +85,25 @@ async def test_a_hibernated_target_is_tried_again_after_its_wake(time_env, tmp_p
     assert [f.status for f in fake.finished] == [DelegationStatus.COMPLETED]
 
 
+async def test_a_dispatch_that_keeps_failing_ends_failed_at_the_deadline(
+    time_env, tmp_path, settings_factory
+):
+    fake = fake_for(time_env, tmp_path, settings_factory)
+    fake.dispatch_outcomes = [None] * 10_000  # every attempt raises
+    inp, task_queue = delegation(timeout=120), f"tq-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fake.all()):
+        result = await time_env.client.execute_workflow(
+            contract.DELEGATION_WORKFLOW,
+            inp,
+            id=contract.delegation_workflow_id(inp.delegation_id),
+            task_queue=task_queue,
+        )
+    assert result == "failed"
+    assert fake.finished[-1].error == "the task could not be dispatched in time"
+    attempts = len(fake.dispatches)
+    assert 1 < attempts < 10_000  # retried, then stopped by the deadline (not retried forever)
+
+
 async def test_the_drain_tells_the_delegation_its_message_was_answered(time_env, tmp_path, settings_factory):
     catalog = make_catalog(tmp_path, {"claude-code": manifest("claude-code", timeout=600)})
     async with provisioning(time_env, "claude-code", settings_factory(None), catalog) as run:
