@@ -202,8 +202,7 @@ class A2AActivities:
             result = await self.forwarder.forward(
                 inp.source_id, target, request, delegation_id=inp.delegation_id
             )
-        if result.record is not None:
-            await write_log(self.pool, result.record)
+        await write_log(self.pool, result.record)
         if result.queued is not None:
             return DelegationOutcome(DelegationStatus.QUEUED)
         if result.refusal is not None:

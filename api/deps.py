@@ -206,17 +206,22 @@ async def require_workspace_or_operator(
             platform.auth_failures.succeeded(address, digest)
             return None
         owner = await require_workspace_token(request, platform, credentials)
-    claimed = (x_workspace_id or "").strip()
-    if claimed and _canonical_id(claimed) != owner.workspace_id:
-        raise ApiError(403, "X-Workspace-ID is not the workspace of this token", "forbidden")
+    check_claimed_workspace(x_workspace_id, owner.workspace_id)
     return owner
 
 
-def _canonical_id(value: str) -> str | None:
+def check_claimed_workspace(header: str | None, workspace_id: str) -> None:
+    """403 when the caller's `X-Workspace-ID` (any UUID spelling; empty means absent) names a
+    workspace other than its token's."""
+    claimed = (header or "").strip()
+    if not claimed:
+        return
     try:
-        return str(uuid.UUID(value))
+        same = str(uuid.UUID(claimed)) == workspace_id
     except ValueError:
-        return None
+        same = False
+    if not same:
+        raise ApiError(403, "X-Workspace-ID is not the workspace of this token", "forbidden")
 
 
 WorkspaceOrOperator = Annotated[TokenOwner | None, Depends(require_workspace_or_operator)]

@@ -50,7 +50,7 @@ class ForwardConfig:
 class Forwarded:
     """Exactly one of: the agent's answer, the queue entry, or the refusal."""
 
-    record: CallRecord | None
+    record: CallRecord
     delivery: Delivery | None = None
     queued: Enqueued | None = None
     refusal: Refusal | None = None
@@ -98,16 +98,16 @@ class Forwarder:
     ) -> Forwarded:
         refusal = target_refusal(target.status, target.url, target.removed)
         if refusal is not None:
-            return Forwarded(self._record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
+            return Forwarded(call_record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
         delivery, duration_ms = await self.deliver(caller_id, target, request)
         if delivery.outcome != Outcome.BUSY:
             return Forwarded(
-                self._record(caller_id, target, request, duration_ms, delivery=delivery), delivery
+                call_record(caller_id, target, request, duration_ms, delivery=delivery), delivery
             )
         if declares_native_session(target.capabilities):
             refusal = busy_native_session()
             return Forwarded(
-                self._record(caller_id, target, request, duration_ms, delivery=delivery, refusal=refusal),
+                call_record(caller_id, target, request, duration_ms, delivery=delivery, refusal=refusal),
                 refusal=refusal,
             )
         try:
@@ -128,24 +128,11 @@ class Forwarder:
             )
             refusal = busy_not_queued()
             return Forwarded(
-                self._record(caller_id, target, request, duration_ms, delivery=delivery, refusal=refusal),
+                call_record(caller_id, target, request, duration_ms, delivery=delivery, refusal=refusal),
                 refusal=refusal,
             )
-        record = self._record(caller_id, target, request, duration_ms, delivery=delivery, queued=queued)
+        record = call_record(caller_id, target, request, duration_ms, delivery=delivery, queued=queued)
         return Forwarded(record, queued=queued)
-
-    def _record(
-        self,
-        caller_id: str | None,
-        target: Party,
-        request: A2ARequest,
-        duration_ms: int,
-        *,
-        delivery: Delivery | None = None,
-        refusal: Refusal | None = None,
-        queued: Enqueued | None = None,
-    ) -> CallRecord:
-        return call_record(caller_id, target, request, duration_ms, delivery, refusal, queued)
 
 
 def call_record(
@@ -153,7 +140,7 @@ def call_record(
     target: Party,
     request: A2ARequest,
     duration_ms: int,
-    delivery: Delivery | None,
+    delivery: Delivery | None = None,
     refusal: Refusal | None = None,
     queued: Enqueued | None = None,
 ) -> CallRecord:

@@ -106,7 +106,6 @@ WHERE workspace_id = $1 AND COALESCE(caller_id::text, '') = COALESCE($2::text, '
 class Enqueued:
     queue_id: str
     depth: int
-    new: bool
 
 
 async def enqueue(
@@ -137,8 +136,7 @@ async def enqueue(
                 delegation_id,
                 float(ttl_seconds),
             )
-            new = queue_id is not None
-            if new:
+            if queue_id is not None:
                 break
             queue_id = await conn.fetchval(_LIVE_ENTRY, workspace_id, caller_id, idempotency_key)
             if queue_id is not None:
@@ -148,7 +146,7 @@ async def enqueue(
         depth = await conn.fetchval(
             "SELECT count(*) FROM a2a_queue WHERE workspace_id = $1 AND status = 'queued'", workspace_id
         )
-    return Enqueued(str(queue_id), int(depth), new)
+    return Enqueued(str(queue_id), int(depth))
 
 
 @dataclass(frozen=True)

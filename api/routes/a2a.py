@@ -20,6 +20,7 @@ from api.deps import (
     PoolDep,
     bearer,
     check_auth_limit,
+    check_claimed_workspace,
     client_address,
     parse_workspace_id,
 )
@@ -105,9 +106,7 @@ async def _caller(request: Request, platform: Platform, target_id: str) -> tuple
         raise ApiError(410, f"workspace {caller.id} was removed", "workspace_removed", id=caller.id)
     if rows.token_revoked:
         raise ApiError(401, "invalid or revoked workspace token", "unauthorized")
-    claimed = request.headers.get("x-workspace-id")
-    if claimed is not None and claimed.strip() and claimed.strip().lower() != caller.id:
-        raise ApiError(403, "X-Workspace-ID does not match the workspace of this token", "forbidden")
+    check_claimed_workspace(request.headers.get("x-workspace-id"), caller.id)
     target = rows.target
     if target is None or not can_communicate(
         Node(caller.id, caller.parent_id), Node(target.id, target.parent_id)
@@ -146,8 +145,7 @@ async def proxy(workspace_id: str, request: Request) -> Response:
 
     forwarder = await platform.forwarder()
     result = await forwarder.forward(caller_id, target, a2a_request)
-    if result.record is not None:
-        platform.spawn(write_log(forwarder.pool, result.record), "A2A call log")
+    platform.spawn(write_log(forwarder.pool, result.record), "A2A call log")
     if result.refusal is not None:
         if result.refusal.wake:
             platform.spawn(platform.gateway.wake(target.id), "wake")

@@ -20,10 +20,10 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.openapi import AUTHENTICATED, errors
-from domain.access import Node, can_communicate
+from domain.access import can_communicate
 from domain.models import DelegationInput, DelegationStatus
-from store import a2a as a2a_store
 from store import delegations as delegation_store
+from store import peers as peer_store
 
 router = APIRouter(prefix="/workspaces/{workspace_id}", tags=["delegations"], responses=AUTHENTICATED)
 
@@ -61,15 +61,13 @@ class UpdateBody(BaseModel):
 
 async def _check_reach(pool: Any, source_id: str, target_id: str) -> None:
     """403 unless the source may call the target (and the same 403 for a target that does not exist)."""
-    source = await a2a_store.party(pool, source_id)
-    target = await a2a_store.party(pool, target_id)
+    found = await peer_store.facts(pool, source_id, target_id)
+    source, target = found.get(source_id), found.get(target_id)
     if source is None:
         raise ApiError(404, f"workspace {source_id} not found", "not_found")
     if source.removed:
         raise ApiError(410, f"workspace {source_id} was removed", "workspace_removed", id=source_id)
-    if target is None or not can_communicate(
-        Node(source.id, source.parent_id), Node(target.id, target.parent_id)
-    ):
+    if target is None or not can_communicate(source.node(), target.node()):
         raise ApiError(403, f"workspace {source_id} may not delegate to workspace {target_id}", "forbidden")
 
 

@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.gateway import removed_error
 from api.openapi import AUTHENTICATED, errors
 from api.schemas import Text
+from domain.a2a import has_inbound_url
 from domain.access import can_communicate
 from domain.json_bounds import UNREADABLE, unservable_reason
 from store import peers as peer_store
@@ -24,7 +25,6 @@ router = APIRouter(prefix="/registry", tags=["discovery"], responses=AUTHENTICAT
 
 # Role and name are at most 2000 and 200 characters: a longer query cannot match anything.
 MAX_QUERY = 2000
-REMOTE_SCHEME = "remote://"  # a placeholder URL: the agent is not reachable by the platform
 
 
 # --- the caller ------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ async def discover(workspace_id: str, caller: Caller, pool: PoolDep) -> Discover
     if target.removed:
         raise removed_error({"id": target.id, "removed_at": target.removed_at})
     url = target.url or ""
-    if not url or url.startswith(REMOTE_SCHEME):
+    if not has_inbound_url(url):
         no_url = ApiError(503, f"workspace {target.id} has no URL yet", "no_url")
         no_url.extra["status"] = target.status  # the workspace's (a keyword would be the reply's)
         raise no_url

@@ -32,6 +32,19 @@ def delegation(timeout: int = 600) -> DelegationInput:
     return DelegationInput(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()), timeout)
 
 
+async def run_delegation(time_env, fake: FakeActivities, inp: DelegationInput) -> str:
+    """Run one delegation to its end on a worker with the fakes; its result."""
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with Worker(time_env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fake.all()):
+        result: str = await time_env.client.execute_workflow(
+            contract.DELEGATION_WORKFLOW,
+            inp,
+            id=contract.delegation_workflow_id(inp.delegation_id),
+            task_queue=task_queue,
+        )
+    return result
+
+
 async def test_a_queued_delegation_completes_when_the_drain_delivers_it(time_env, tmp_path, settings_factory):
     fake = fake_for(time_env, tmp_path, settings_factory)
     fake.dispatch_outcomes = [DelegationOutcome(DelegationStatus.QUEUED)]
@@ -54,14 +67,7 @@ async def test_a_queued_delegation_completes_when_the_drain_delivers_it(time_env
 async def test_a_queued_delegation_fails_with_a_reason_at_its_timeout(time_env, tmp_path, settings_factory):
     fake = fake_for(time_env, tmp_path, settings_factory)
     fake.dispatch_outcomes = [DelegationOutcome(DelegationStatus.QUEUED)]
-    inp, task_queue = delegation(timeout=900), f"tq-{uuid.uuid4()}"
-    async with Worker(time_env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fake.all()):
-        result = await time_env.client.execute_workflow(
-            contract.DELEGATION_WORKFLOW,
-            inp,
-            id=contract.delegation_workflow_id(inp.delegation_id),
-            task_queue=task_queue,
-        )
+    result = await run_delegation(time_env, fake, delegation(timeout=900))
     assert result == "failed"
     last = fake.finished[-1]
     assert last.status == DelegationStatus.FAILED and last.error == "no answer from the target within 900 s"
@@ -73,14 +79,7 @@ async def test_a_hibernated_target_is_tried_again_after_its_wake(time_env, tmp_p
         DelegationOutcome(DelegationStatus.PENDING, "waking", retry_after=15),
         DelegationOutcome(DelegationStatus.COMPLETED),
     ]
-    inp, task_queue = delegation(), f"tq-{uuid.uuid4()}"
-    async with Worker(time_env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fake.all()):
-        result = await time_env.client.execute_workflow(
-            contract.DELEGATION_WORKFLOW,
-            inp,
-            id=contract.delegation_workflow_id(inp.delegation_id),
-            task_queue=task_queue,
-        )
+    result = await run_delegation(time_env, fake, delegation())
     assert result == "completed" and len(fake.dispatches) == 2
     assert [f.status for f in fake.finished] == [DelegationStatus.COMPLETED]
 
@@ -90,14 +89,7 @@ async def test_a_dispatch_that_keeps_failing_ends_failed_at_the_deadline(
 ):
     fake = fake_for(time_env, tmp_path, settings_factory)
     fake.dispatch_outcomes = [None] * 10_000  # every attempt raises
-    inp, task_queue = delegation(timeout=120), f"tq-{uuid.uuid4()}"
-    async with Worker(time_env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fake.all()):
-        result = await time_env.client.execute_workflow(
-            contract.DELEGATION_WORKFLOW,
-            inp,
-            id=contract.delegation_workflow_id(inp.delegation_id),
-            task_queue=task_queue,
-        )
+    result = await run_delegation(time_env, fake, delegation(timeout=120))
     assert result == "failed"
     assert fake.finished[-1].error == "the task could not be dispatched in time"
     attempts = len(fake.dispatches)
