@@ -78,6 +78,12 @@ async def external(client: httpx.AsyncClient, url: str | None = None, **body: An
         async with httpx.AsyncClient(base_url=str(client.base_url), headers=bearer(token)) as agent:
             reply = await agent.post("/registry/register", json={"id": wid, "url": url})
             assert reply.status_code == 200, reply.text
+
+        async def online() -> bool:
+            # The workflow applies the registration: reachable once it says online.
+            return bool((await client.get(f"/workspaces/{wid}")).json()["status"] == "online")
+
+        await until(online, f"external workspace {wid} online")
     return wid, token
 
 
