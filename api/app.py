@@ -10,7 +10,18 @@ from fastapi import FastAPI
 from api.body_limit import BodyLimitMiddleware
 from api.errors import UnexpectedErrorMiddleware, install_error_handlers
 from api.platform import Platform
-from api.routes import a2a, delegations, discovery, events, lifecycle, registry, system, workspaces
+from api.routes import (
+    a2a,
+    activity,
+    delegations,
+    discovery,
+    events,
+    lifecycle,
+    registry,
+    system,
+    tokens,
+    workspaces,
+)
 from config.settings import Settings, get_settings
 from config.version import __version__
 
@@ -50,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         a2a.router,
         a2a.admin_router,
         delegations.router,
+        activity.router,
+        tokens.router,
         discovery.router,
         events.router,
         system.router,

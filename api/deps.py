@@ -14,6 +14,7 @@ from api.errors import ApiError, TooManyAuthFailures
 from api.gateway import WorkflowGateway
 from api.platform import Platform
 from config.settings import Settings
+from domain.status import WorkspaceStatus
 from store import tokens
 from store import workspaces as ws_store
 from store.tokens import TokenOwner, hash_token
@@ -230,3 +231,15 @@ WorkspaceOrOperator = Annotated[TokenOwner | None, Depends(require_workspace_or_
 def check_owner_or_operator(caller: TokenOwner | None, workspace_id: str) -> None:
     if caller is not None:
         check_owner(caller, workspace_id)
+
+
+async def live_workspace(pool: asyncpg.Pool, workspace_id: str) -> tuple[str, str]:
+    """(canonical id, name) of a workspace that exists and is not removed: 400, 404 or 410 otherwise."""
+    wid = parse_workspace_id(workspace_id)
+    found = await ws_store.name_and_status(pool, wid)
+    if found is None:
+        raise ApiError(404, f"workspace {wid} not found", "not_found")
+    name, status = found
+    if status == WorkspaceStatus.REMOVED:
+        raise ApiError(410, f"workspace {wid} was removed", "workspace_removed", id=wid)
+    return wid, name

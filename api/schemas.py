@@ -6,12 +6,15 @@ import math
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.json_bounds import bound_violation
 
+# How a new workspace's first token reaches its agent (names, not secrets).
+TOKEN_AT_CREATE: Final = "create"  # noqa: S105
+TOKEN_AT_REGISTER: Final = "register"  # noqa: S105
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -72,6 +75,8 @@ def _at_least_one(value: int) -> int:
 
 
 Text = Annotated[str, AfterValidator(_storable_text)]
+# Any JSON value an agent reports: bounded, and storable as jsonb.
+JsonValue = Annotated[Any, AfterValidator(_bounded), AfterValidator(_storable_json)]
 # Evidence is kept, NULs shown as U+FFFD.
 LogText = Annotated[str, AfterValidator(_bounded), AfterValidator(_replace_unstorable)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded), AfterValidator(_storable_json)]
@@ -100,6 +105,11 @@ class CreateWorkspace(BaseModel):
     backend: Literal["process", "external", "docker", "ec2"] | None = None
     # > 0: the workspace hibernates after this many minutes without an active task.
     hibernation_idle_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30)
+    token_delivery: Literal["create", "register"] = Field(
+        default=TOKEN_AT_CREATE,
+        description="register (external workspaces): no token in this reply; the agent's first "
+        "register without a bearer mints it, within REGISTER_CLAIM_WINDOW_SECONDS",
+    )
 
 
 class Workspace(BaseModel):
@@ -168,19 +178,30 @@ class RescueBundle(BaseModel):
 
 
 class CreatedWorkspace(BaseModel):
+    id: str = Field(description="the workspace's id (also in `workspace`), as the original reply had it")
+    status: str
     workspace: Workspace
-    auth_token: str = Field(description="Shown once: only its hash is stored.")
+    auth_token: str | None = Field(
+        description="Shown once: only its hash is stored. Null with token_delivery=register: the "
+        "agent's first register mints it."
+    )
 
 
 class RegisterBody(BaseModel):
     id: Text = Field(max_length=64)
     url: Text | None = Field(default=None, max_length=2048)
     agent_card: JsonObject | None = None
+    delivery_mode: Literal["push", "poll"] | None = Field(
+        default=None, description="poll: no inbound URL; messages wait in the inbox (GET .../activity)"
+    )
 
 
 class Registered(BaseModel):
     status: Literal["registered"] = "registered"
     platform_inbound_secret: str
+    auth_token: str | None = Field(
+        default=None, description="only on a first register that claimed the workspace"
+    )
 
 
 class RuntimeMetadata(BaseModel):
@@ -238,5 +259,76 @@ class BootstrapAccepted(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
+    version: str
+    database: Literal["ok", "unavailable"]
     checks: dict[str, Literal["ok", "unavailable"]]
     code: str | None = None
+
+
+class ActivityReport(BaseModel):
+    """What an agent reports about its own work (the runtime's `report_activity`)."""
+
+    activity_type: str = Field(
+        max_length=64, description="a2a_send | a2a_receive | task_update | agent_log | error"
+    )
+    method: Text | None = Field(default=None, max_length=1000)
+    summary: Text | None = Field(
+        default=None, max_length=65536, description="kept to its first 1000 characters"
+    )
+    source_id: str | None = Field(default=None, max_length=64, description="this workspace, when sent")
+    target_id: str | None = Field(default=None, max_length=64, description="defaults to this workspace")
+    status: Literal["ok", "error", "timeout"] = "ok"
+    error_detail: Text | None = Field(default=None, max_length=65536, description="kept to 4000 characters")
+    duration_ms: int | None = Field(default=None, ge=0, le=INT4_MAX)
+    request_body: JsonValue = None
+    response_body: JsonValue = None
+    metadata: JsonValue = Field(default=None, description="stored as the request body when there is none")
+    tool_trace: JsonValue = None
+    idempotency_key: Text | None = Field(
+        default=None, max_length=200, description="a repeated key is one row"
+    )
+
+
+class ActivityLogged(BaseModel):
+    status: Literal["logged"] = "logged"
+    id: str
+    duplicate: bool = False
+
+
+class ActivityRow(BaseModel):
+    id: str = Field(description="the cursor: pass it as since_id to read the rows after it")
+    workspace_id: str
+    activity_type: str
+    source_id: str | None
+    target_id: str | None
+    method: str | None
+    summary: str | None
+    request_body: Any = None
+    response_body: Any = None
+    duration_ms: int | None
+    status: str
+    error_detail: str | None
+    tool_trace: Any = None
+    created_at: datetime
+    data: dict[str, Any] | None = Field(
+        default=None, description="a2a_receive rows: who sent it (source) and the message's text"
+    )
+
+
+class NotifyBody(BaseModel):
+    message: Text = Field(max_length=65536)
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=50, description="[{uri, name, mimeType?, size?}]"
+    )
+
+
+class Notified(BaseModel):
+    status: Literal["sent"] = "sent"
+    activity_id: str
+
+
+class WorkspaceState(BaseModel):
+    workspace_id: str
+    status: str
+    paused: bool
+    deleted: bool

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     a2a_queue_ttl_seconds: PositiveInt = 24 * 3600
     # A delegation that has no answer by then fails with a reason.
     delegation_timeout_seconds: PositiveInt = 1800
+    # A workspace created with token_delivery=register takes a bearer-less first register this long.
+    register_claim_window_seconds: PositiveInt = 3600
+    # Chat files: "dir" (under DATA_DIR/files) or "s3" (FILES_S3_BUCKET, optionally FILES_S3_ENDPOINT_URL).
+    files_store: Literal["dir", "s3"] = "dir"
+    files_s3_bucket: str = ""
+    files_s3_endpoint_url: str = ""
+    files_s3_region: str = "us-east-1"
 
     @field_validator("*", mode="wrap")
     @classmethod

@@ -90,7 +90,7 @@ def declares_native_session(capabilities: dict[str, Any] | None) -> bool:
     return any((capabilities or {}).get(key) is True for key in NATIVE_SESSION_KEYS)
 
 
-def _texts(parts: Any) -> list[str]:
+def part_texts(parts: Any) -> list[str]:
     if not isinstance(parts, list):
         return []
     return [
@@ -113,11 +113,11 @@ def response_text(response: Any) -> str | None:
     if isinstance(artifacts, list):
         for artifact in artifacts:
             if isinstance(artifact, dict):
-                texts += _texts(artifact.get("parts"))
-    texts += _texts(result.get("parts"))
+                texts += part_texts(artifact.get("parts"))
+    texts += part_texts(result.get("parts"))
     status = result.get("status")
     if not texts and isinstance(status, dict) and isinstance(status.get("message"), dict):
-        texts += _texts(status["message"].get("parts"))
+        texts += part_texts(status["message"].get("parts"))
     return "\n".join(texts)
 
 

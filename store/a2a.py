@@ -12,6 +12,7 @@ from domain.a2a import QUEUE_MAX_ATTEMPTS
 from domain.events import EventType
 from domain.status import WorkspaceStatus
 from store import events as event_store
+from store.activity import locks_cte
 
 
 @dataclass(frozen=True)
@@ -280,19 +281,22 @@ class CallRecord:
 
 
 # The rows and the event in one statement (one round trip, atomic): the a2a_receive row, the
-# a2a_send row when a workspace called another, the A2A_RESPONSE event and its NOTIFY.
-_LOG_CALL = """
-WITH receive AS (
+# a2a_send row when a workspace called another, the A2A_RESPONSE event and its NOTIFY. Both
+# workspaces' activity locks come first (store.activity: ids in commit order).
+_LOG_CALL = f"""
+WITH {locks_cte("ARRAY[$1::uuid, $2::uuid]")},
+receive AS (
     INSERT INTO activity_logs (workspace_id, activity_type, source_id, target_id, method, summary,
                                request_body, response_body, duration_ms, status, error_detail)
-    VALUES ($2, 'a2a_receive', $1, $2, $3, $4, $5, $6, $7, $8, $9)
+    SELECT $2, 'a2a_receive', $1, $2, $3, $4, $5, $6, $7, $8, $9
+    WHERE (SELECT count(*) FROM locks) >= 0
     RETURNING id
 ),
 send AS (
     INSERT INTO activity_logs (workspace_id, activity_type, source_id, target_id, method, summary,
                                request_body, response_body, duration_ms, status, error_detail)
     SELECT $1, 'a2a_send', $1, $2, $3, $4, $5, $6, $7, $8, $9
-    WHERE $1::uuid IS NOT NULL AND $1::uuid <> $2::uuid
+    WHERE $1::uuid IS NOT NULL AND $1::uuid <> $2::uuid AND (SELECT count(*) FROM locks) >= 0
     RETURNING id
 ),
 event AS (

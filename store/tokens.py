@@ -95,3 +95,83 @@ async def was_issued(pool: asyncpg.Pool, token: str) -> bool:
         "SELECT EXISTS (SELECT 1 FROM workspace_auth_tokens WHERE token_hash = $1)", hash_token(token)
     )
     return found
+
+
+MAX_LIVE_TOKENS = 50
+
+
+async def list_tokens(pool: asyncpg.Pool, workspace_id: str) -> list[dict[str, object]]:
+    """Every token of the workspace, newest first: never the token nor its hash."""
+    rows = await pool.fetch(
+        """SELECT id, prefix, kind, created_at, last_used_at, revoked_at FROM workspace_auth_tokens
+           WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC""",
+        workspace_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def mint_extra(pool: asyncpg.Pool, workspace_id: str) -> tuple[MintedToken, int] | None:
+    """A token the operator hands out (kind 'minted'); None when the workspace has MAX_LIVE_TOKENS."""
+    minted = mint_token()
+    async with pool.acquire() as conn, conn.transaction():
+        # One minting at a time per workspace, so the cap holds under concurrent requests.
+        await conn.execute("SELECT id FROM workspaces WHERE id = $1 FOR UPDATE", workspace_id)
+        live = await conn.fetchval(
+            "SELECT count(*) FROM workspace_auth_tokens WHERE workspace_id = $1 AND revoked_at IS NULL",
+            workspace_id,
+        )
+        if live >= MAX_LIVE_TOKENS:
+            return None
+        token_id: int = await conn.fetchval(
+            """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
+               VALUES ($1, $2, $3, 'minted') RETURNING id""",
+            workspace_id,
+            minted.token_hash,
+            minted.prefix,
+        )
+    return minted, token_id
+
+
+async def revoke(pool: asyncpg.Pool, workspace_id: str, token_id: int) -> bool:
+    """False when the workspace has no such live token."""
+    revoked = await pool.fetchval(
+        """UPDATE workspace_auth_tokens SET revoked_at = now()
+           WHERE id = $1 AND workspace_id = $2 AND revoked_at IS NULL RETURNING id""",
+        token_id,
+        workspace_id,
+    )
+    return revoked is not None
+
+
+async def claim_by_register(pool: asyncpg.Pool, workspace_id: str) -> tuple[str, int] | None:
+    """The first register of a workspace created with token_delivery=register, inside its claim
+    window and before any live token: mints its token, once (a concurrent second claim gets None)."""
+    minted = mint_token()
+    async with pool.acquire() as conn, conn.transaction():
+        claimed = await conn.fetchval(
+            """UPDATE workspaces SET register_claim_until = NULL
+               WHERE id = $1 AND register_claim_until > now() AND status <> $2::workspace_status
+                 AND NOT EXISTS (SELECT 1 FROM workspace_auth_tokens
+                                 WHERE workspace_id = $1 AND revoked_at IS NULL)
+               RETURNING id""",
+            workspace_id,
+            WorkspaceStatus.REMOVED.value,
+        )
+        if claimed is None:
+            return None
+        token_id: int = await conn.fetchval(
+            """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
+               VALUES ($1, $2, $3, 'register') RETURNING id""",
+            workspace_id,
+            minted.token_hash,
+            minted.prefix,
+        )
+    return minted.token, token_id
+
+
+async def open_register_claim(conn: asyncpg.Connection, workspace_id: str, seconds: int) -> None:
+    await conn.execute(
+        "UPDATE workspaces SET register_claim_until = now() + make_interval(secs => $2) WHERE id = $1",
+        workspace_id,
+        seconds,
+    )

@@ -111,6 +111,13 @@ async def exists(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> bo
     return bool(await db.fetchval("SELECT 1 FROM workspaces WHERE id = $1", workspace_id))
 
 
+async def name_and_status(
+    db: asyncpg.Pool | asyncpg.Connection, workspace_id: str
+) -> tuple[str, WorkspaceStatus] | None:
+    row = await db.fetchrow("SELECT name, status::text AS status FROM workspaces WHERE id = $1", workspace_id)
+    return (row["name"], WorkspaceStatus(row["status"])) if row else None
+
+
 async def list_workspaces(
     db: asyncpg.Pool, status: WorkspaceStatus | None, limit: int, offset: int
 ) -> list[dict[str, Any]]:
@@ -273,14 +280,19 @@ async def descendants(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) 
 
 
 async def register(
-    pool: asyncpg.Pool, workspace_id: str, url: str | None, agent_card: dict[str, Any] | None
+    pool: asyncpg.Pool,
+    workspace_id: str,
+    url: str | None,
+    agent_card: dict[str, Any] | None,
+    delivery_mode: str | None = None,
 ) -> str | None:
-    """Record the agent's URL and card; its platform_inbound_secret is the stored one, minted only
-    when there is none yet (None: no such row)."""
+    """Record the agent's URL, card and delivery mode (kept when not sent); its
+    platform_inbound_secret is the stored one, minted only when there is none yet (None: no such row)."""
     return await pool.fetchval(  # type: ignore[no-any-return]
         """UPDATE workspaces
            SET url = $2, agent_card = $3, registered_at = now(),
                platform_inbound_secret = COALESCE(platform_inbound_secret, $4),
+               delivery_mode = COALESCE($5, delivery_mode),
                last_active_at = now(), updated_at = now()
            WHERE id = $1
            RETURNING platform_inbound_secret""",
@@ -288,6 +300,7 @@ async def register(
         url,
         agent_card,
         secrets.token_urlsafe(32),
+        delivery_mode,
     )
 
 

@@ -14,12 +14,13 @@ from api.deps import (
     GatewayDep,
     PlatformDep,
     PoolDep,
-    WorkspaceCaller,
+    WorkspaceBearer,
     bearer,
     check_auth_limit,
     check_owner,
     client_address,
     parse_workspace_id,
+    require_workspace_token,
 )
 from api.errors import ApiError
 from api.openapi import AUTHENTICATED, errors, inline_schema
@@ -33,6 +34,7 @@ from domain.status import WorkspaceStatus
 from domain.transitions import error_band, heartbeat_is_news, on_heartbeat
 from relay.dispatch import check_url
 from store import heartbeats
+from store import tokens as token_store
 from store import workspaces as ws_store
 from store.tokens import hash_token
 
@@ -63,12 +65,43 @@ def _metadata_update(meta: RuntimeMetadata | None) -> dict[str, Any]:
     return update
 
 
-@router.post("/register", response_model=Registered, responses=errors(400, 403, 404, 409, 410, 413, 422, 502))
+@router.post(
+    "/register",
+    response_model=Registered,
+    response_model_exclude_none=True,
+    responses=errors(400, 403, 404, 409, 410, 413, 422, 502),
+    description=(
+        "With the workspace's bearer token; or, for a workspace created with token_delivery=register, "
+        "once without one inside its claim window (REGISTER_CLAIM_WINDOW_SECONDS): that first register "
+        "mints the token and returns it once as auth_token."
+    ),
+)
 async def register(
-    body: RegisterBody, caller: WorkspaceCaller, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
+    body: RegisterBody,
+    request: Request,
+    credentials: WorkspaceBearer,
+    platform: PlatformDep,
+    pool: PoolDep,
+    gateway: GatewayDep,
 ) -> Registered:
     workspace_id = parse_workspace_id(body.id)
-    check_owner(caller, workspace_id)
+    auth_token = None
+    if credentials is None:
+        # A remote agent claiming the workspace the operator created for it: its first register mints
+        # the token (returned once); afterwards, and once the claim window closes, a bearer is needed.
+        address = client_address(request)
+        check_auth_limit(platform, address)
+        claimed = await token_store.claim_by_register(pool, workspace_id)
+        if claimed is None:
+            platform.auth_failures.failed(address)
+            raise ApiError(
+                401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized"
+            )
+        auth_token, token_id = claimed
+    else:
+        caller = await require_workspace_token(request, platform, credentials)
+        check_owner(caller, workspace_id)
+        token_id = caller.token_id
     if body.url is not None and has_inbound_url(body.url):
         try:
             backend = await ws_store.backend_of(pool, workspace_id)
@@ -82,18 +115,18 @@ async def register(
                 422,
                 f"url is not allowed for agent traffic: {exc}",
                 "unsafe_url",
-                fields=[{"field": "url", "message": str(exc)}],
+                fields=[{"field": "url", "location": "body", "message": str(exc)}],
             ) from None
-    secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card)
+    secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card, body.delivery_mode)
     if secret is None:
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
     platform.inbound_secrets.put(workspace_id, secret)
     await gateway.signal(
         workspace_id,
         Signal.REGISTER,
-        RegisterSignal(url=body.url, agent_card=body.agent_card, token_id=caller.token_id),
+        RegisterSignal(url=body.url, agent_card=body.agent_card, token_id=token_id),
     )
-    return Registered(platform_inbound_secret=secret)
+    return Registered(platform_inbound_secret=secret, auth_token=auth_token)
 
 
 @router.post(

@@ -37,9 +37,11 @@ async def health(platform: PlatformDep) -> JSONResponse:
     except Exception:
         checks["temporal"] = "unavailable"
         code = code or "orchestrator_unavailable"
+    # `version` and `database` at the top level too: the CLI's `platform health` reads them there.
+    reply = {"version": __version__, "database": checks["database"], "checks": checks}
     if code:
-        return JSONResponse({"status": "unavailable", "code": code, "checks": checks}, status_code=503)
-    return JSONResponse({"status": "ok", "checks": checks})
+        return JSONResponse({"status": "unavailable", "code": code, **reply}, status_code=503)
+    return JSONResponse({"status": "ok", **reply})
 
 
 @lru_cache(maxsize=1)

@@ -2,16 +2,36 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
 
-from api.deps import GatewayDep, Operator, PlatformDep, PoolDep, workspace_row
+from api.deps import (
+    AdminBearer,
+    GatewayDep,
+    Operator,
+    PlatformDep,
+    PoolDep,
+    WorkspaceBearer,
+    WorkspaceOrOperator,
+    check_owner_or_operator,
+    parse_workspace_id,
+    require_workspace_or_operator,
+    workspace_row,
+)
 from api.errors import ApiError, PlatformUnavailable
 from api.gateway import removed_error
 from api.openapi import AUTHENTICATED, errors
 from api.platform import Platform
-from api.schemas import INT8_MAX, CreatedWorkspace, CreateWorkspace, Workspace
+from api.schemas import (
+    INT8_MAX,
+    TOKEN_AT_REGISTER,
+    CreatedWorkspace,
+    CreateWorkspace,
+    Workspace,
+    WorkspaceState,
+)
 from domain.events import EventType
 from domain.json_bounds import UNREADABLE, unservable_reason
 from domain.models import WorkspaceInput
@@ -22,9 +42,7 @@ from store import tokens
 from store import workspaces as ws_store
 
 log = logging.getLogger("molecule.api")
-router = APIRouter(
-    prefix="/workspaces", tags=["workspaces"], dependencies=[Operator], responses=AUTHENTICATED
-)
+router = APIRouter(prefix="/workspaces", tags=["workspaces"], responses=AUTHENTICATED)
 
 
 # JSON maps that agents (or workflows) wrote: a stored one that cannot be served is replaced by a
@@ -54,7 +72,9 @@ def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> 
     return body.backend or (template.backend if template else None) or platform.settings.default_backend
 
 
-@router.post("", status_code=201, response_model=CreatedWorkspace, responses=errors(413, 502))
+@router.post(
+    "", status_code=201, response_model=CreatedWorkspace, dependencies=[Operator], responses=errors(413, 502)
+)
 async def create_workspace(
     body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> CreatedWorkspace:
@@ -72,6 +92,13 @@ async def create_workspace(
             422, f"unknown template {body.template!r} (available: {available})", "unknown_template"
         )
     backend = _choose_backend(platform, body, runtime)
+    if body.token_delivery == TOKEN_AT_REGISTER and backend != "external":
+        raise ApiError(
+            422,
+            "token_delivery=register is for external workspaces (an instance the platform starts gets "
+            "its token from the platform)",
+            "invalid_token_delivery",
+        )
     status = WorkspaceStatus.AWAITING_AGENT if backend == "external" else WorkspaceStatus.PROVISIONING
     parent_id = str(body.parent_id) if body.parent_id else None
 
@@ -106,7 +133,12 @@ async def create_workspace(
             # Held to the commit: the workflow's first activity waits on it rather than finding no row.
             await ws_store.hold_create_lock(conn, workspace_id)
             created_at = await ws_store.insert_workspace(conn, new, body.env)
-            await tokens.insert_token(conn, workspace_id, minted, "api")
+            if body.token_delivery == TOKEN_AT_REGISTER:
+                await tokens.open_register_claim(
+                    conn, workspace_id, platform.settings.register_claim_window_seconds
+                )
+            else:
+                await tokens.insert_token(conn, workspace_id, minted, "api")
             await event_store.insert_event(
                 conn,
                 EventType.WORKSPACE_CREATED,
@@ -133,10 +165,12 @@ async def create_workspace(
             raise
     row = await ws_store.get_workspace(pool, workspace_id)
     assert row is not None
-    return CreatedWorkspace(workspace=to_public(platform, row), auth_token=minted.token)
+    public = to_public(platform, row)
+    token = None if body.token_delivery == TOKEN_AT_REGISTER else minted.token
+    return CreatedWorkspace(id=public.id, status=public.status, workspace=public, auth_token=token)
 
 
-@router.get("", response_model=list[Workspace])
+@router.get("", response_model=list[Workspace], dependencies=[Operator])
 async def list_workspaces(
     platform: PlatformDep,
     pool: PoolDep,
@@ -148,14 +182,67 @@ async def list_workspaces(
     return [to_public(platform, r) for r in rows]
 
 
-@router.get("/{workspace_id}", response_model=Workspace, responses=errors(400, 404, 410))
+@router.get(
+    "/{workspace_id}",
+    response_model=Workspace,
+    responses=errors(400, 403, 404, 410),
+    description="The operator's token, or the workspace's own (an agent reads its own record).",
+)
 async def get_workspace(
     workspace_id: str,
+    caller: WorkspaceOrOperator,
     platform: PlatformDep,
     pool: PoolDep,
     include_removed: bool = Query(default=False, description="show a removed workspace and its teardown"),
 ) -> Workspace:
     row = await workspace_row(pool, workspace_id)
+    check_owner_or_operator(caller, row["id"])
     if row["status"] == WorkspaceStatus.REMOVED and not include_removed:
         raise removed_error(row)
     return to_public(platform, row)
+
+
+_PAUSED = (WorkspaceStatus.PAUSED, WorkspaceStatus.HIBERNATING, WorkspaceStatus.HIBERNATED)
+
+
+@router.get(
+    "/{workspace_id}/state",
+    response_model=WorkspaceState,
+    responses={
+        **errors(400, 403),
+        404: {"model": WorkspaceState, "description": "removed (deleted: true), or never existed"},
+    },
+    description=(
+        "What an agent's run loop polls: paused (paused, hibernating or hibernated) or deleted means "
+        "stop. A removed workspace answers 404 with deleted: true, to its own token too."
+    ),
+)
+async def get_state(
+    workspace_id: str,
+    request: Request,
+    platform: PlatformDep,
+    pool: PoolDep,
+    admin: AdminBearer,
+    workspace: WorkspaceBearer,
+    x_workspace_id: Annotated[str | None, Header(alias="X-Workspace-ID")] = None,
+) -> JSONResponse:
+    wid = parse_workspace_id(workspace_id)
+    try:
+        caller = await require_workspace_or_operator(request, platform, admin, workspace, x_workspace_id)
+    except ApiError as exc:
+        # The agent of a removed workspace learns it the way its SDK expects: 404, deleted.
+        if exc.code != "workspace_removed" or exc.extra.get("id") != wid:
+            raise
+        return JSONResponse(
+            {"workspace_id": wid, "status": WorkspaceStatus.REMOVED.value, "paused": False, "deleted": True},
+            status_code=404,
+        )
+    check_owner_or_operator(caller, wid)
+    found = await ws_store.name_and_status(pool, wid)
+    if found is None:
+        never = {"workspace_id": wid, "status": "not_found", "paused": False, "deleted": True}
+        return JSONResponse(never | {"error": f"workspace {wid} not found", "code": "not_found"}, 404)
+    status = found[1]
+    removed = status == WorkspaceStatus.REMOVED
+    state = WorkspaceState(workspace_id=wid, status=status.value, paused=status in _PAUSED, deleted=removed)
+    return JSONResponse(state.model_dump(), status_code=404 if removed else 200)

@@ -4,7 +4,8 @@ at random (CHAOS_STOP_FAILURE_RATE, default 0.3; CHAOS_SEED for a repeatable run
 At most MAX_FAILURES_PER_INSTANCE injected per instance (per worker process): a teardown's backoff
 doubles with each failure, up to 5 minutes, so an unbounded run of bad luck (9 in a row is 511 s of
 backoff, about one run in five with 100 workspaces of up to two instances each) would test the dice,
-not the platform. Three per instance still reaches the leak-suspect path; the never-give-up loop itself is tested in tests/workflows/test_teardown.py."""
+not the platform. Three per instance still reaches the leak-suspect path; the never-give-up loop
+itself is tested in tests/workflows/test_teardown.py."""
 
 from __future__ import annotations
 
