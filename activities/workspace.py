@@ -25,6 +25,7 @@ from domain.events import EventType
 from domain.lifecycle import launch_superseded
 from domain.models import (
     EventRecord,
+    FilesRequest,
     IdleReport,
     LivenessReport,
     LivenessRequest,
@@ -43,8 +44,10 @@ from domain.redaction import Redactor
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
+from store import chat_files as chat_file_store
 from store import events as event_store
 from store import workspaces as ws_store
+from store.objects import object_store, workspace_prefix
 from store.tokens import hash_token
 
 log = logging.getLogger("molecule.activities")
@@ -244,6 +247,14 @@ class WorkspaceActivities:
         with backend_outcome("volume removal", req.workspace_id, config_is_final=False):
             await self.backends.get(req.backend).remove_volumes(req.workspace_id)
 
+    @implements(contract.remove_files)
+    async def remove_files(self, req: FilesRequest) -> None:
+        # Objects first: a row without its object is harmless, an object without its row is a leak.
+        removed = await object_store(self.settings).delete_prefix(workspace_prefix(req.workspace_id))
+        rows = await chat_file_store.forget_all(self.pool, req.workspace_id)
+        if removed or rows:
+            log.info("workspace %s: %d chat file(s) removed", req.workspace_id, removed)
+
     @implements(contract.record_status)
     async def record_status(self, change: StatusChange) -> bool:
         return await ws_store.apply_status_change(
@@ -296,6 +307,7 @@ class WorkspaceActivities:
             self.start_instance,
             self.stop_instances,
             self.remove_volumes,
+            self.remove_files,
             self.record_status,
             self.record_event,
             self.record_teardown,

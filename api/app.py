@@ -13,6 +13,7 @@ from api.platform import Platform
 from api.routes import (
     a2a,
     activity,
+    chat_files,
     delegations,
     discovery,
     events,
@@ -24,6 +25,7 @@ from api.routes import (
 )
 from config.settings import Settings, get_settings
 from config.version import __version__
+from domain.chat_files import MAX_UPLOAD_BYTES
 
 log = logging.getLogger("molecule.api")
 
@@ -50,7 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Molecule", version=__version__, lifespan=lifespan)
     app.state.platform = platform
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        larger={chat_files.UPLOAD_PATH: MAX_UPLOAD_BYTES},
+    )
     app.add_middleware(UnexpectedErrorMiddleware)  # outermost of ours: it sees every route's failure
     install_error_handlers(app)
     for router in (
@@ -62,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         a2a.admin_router,
         delegations.router,
         activity.router,
+        chat_files.router,
         tokens.router,
         discovery.router,
         events.router,

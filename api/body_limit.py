@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every route but those whose path matches one of `larger` (pattern → limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = [(re.compile(pattern), limit) for pattern, limit in (larger or {}).items()]
 
-    async def _reject(self, send: Send) -> None:
+    def limit_for(self, path: str) -> int:
+        return next((limit for pattern, limit in self.larger if pattern.match(path)), self.max_bytes)
+
+    async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(
-            {"error": f"request body exceeds {self.max_bytes} bytes", "code": "payload_too_large"}
+            {"error": f"request body exceeds {limit} bytes", "code": "payload_too_large"}
         ).encode()
         await send(
             {
@@ -32,10 +39,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope.get("path", ""))
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit():
-                if int(value) > self.max_bytes:
-                    await self._reject(send)
+                if int(value) > limit:
+                    await self._reject(send, limit)
                     return
                 # The server delivers at most Content-Length bytes: nothing more to police.
                 await self.app(scope, receive, send)
@@ -49,8 +57,8 @@ class BodyLimitMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(send)
+            if size > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

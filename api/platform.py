@@ -23,6 +23,7 @@ from config.templates import TemplateCatalog
 from relay.dispatch import Dispatcher
 from relay.forward import ForwardConfig, Forwarder
 from store.db import create_pool
+from store.objects import object_store
 
 log = logging.getLogger("molecule.api")
 _CONNECT_TIMEOUT = 5.0
@@ -44,6 +45,7 @@ class Platform:
             self.temporal, settings.task_queue, settings.update_reply_timeout_seconds
         )
         self.dispatcher = Dispatcher(settings.ssrf_policy())
+        self.objects = object_store(settings)
         self._forwarder: Forwarder | None = None
         self._background: set[asyncio.Task[Any]] = set()
 

@@ -26,6 +26,7 @@ from domain.models import (
     DrainReport,
     DrainRequest,
     EventRecord,
+    FilesRequest,
     IdleReport,
     LivenessReport,
     LivenessRequest,
@@ -149,6 +150,12 @@ async def remove_volumes(req: VolumesRequest) -> None:
 
 
 @_stub
+async def remove_files(req: FilesRequest) -> None:
+    """Delete the workspace's chat files (objects and rows), once its teardown completed."""
+    raise NotImplementedError
+
+
+@_stub
 async def record_status(change: StatusChange) -> bool:
     """Write the status and its event in one transaction; False when refused (stale or final)."""
     raise NotImplementedError
@@ -225,6 +232,7 @@ ACTIVITY_STUBS: tuple[Callable[..., Any], ...] = (
     start_instance,
     stop_instances,
     remove_volumes,
+    remove_files,
     record_status,
     record_event,
     record_teardown,

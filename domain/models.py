@@ -253,6 +253,11 @@ class VolumesRequest:
 
 
 @dataclass
+class FilesRequest:
+    workspace_id: str
+
+
+@dataclass
 class RescueRequest:
     workspace_id: str
     backend: str

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         CommandKind,
         DeleteRequest,
         DrainSignal,
+        FilesRequest,
         HeartbeatSignal,
         InstanceReaped,
         LivenessReport,
@@ -556,6 +557,9 @@ class WorkspaceWorkflow:
             teardown.volumes_removed = await self._stopper.remove_volumes()
         teardown.complete = True
         await self._record_teardown()
+        if workflow.patched("chat-files-removed-at-teardown"):
+            # Platform-side data: nothing runs that could still write it once the instances are gone.
+            await store(contract.remove_files, FilesRequest(self.inp.workspace_id))
         await self._wake_reapers()
         await self._record_event(
             EventType.WORKSPACE_TEARDOWN_COMPLETE,

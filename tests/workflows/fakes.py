@@ -25,6 +25,7 @@ from domain.models import (
     DrainReport,
     DrainRequest,
     EventRecord,
+    FilesRequest,
     IdleReport,
     LivenessReport,
     LivenessRequest,
@@ -64,6 +65,7 @@ class FakeActivities:
         self.liveness_checks = 0
         self.stop_failures = 0  # fail this many stop attempts first (-1: always fail)
         self.volume_removals: list[tuple[VolumesRequest, int]] = []  # (request, stops so far)
+        self.file_removals: list[str] = []
         self.teardowns: list[TeardownRecord] = []
         self.rescues: list[RescueRequest] = []
         self.last_active: float | None = None
@@ -138,6 +140,11 @@ class FakeActivities:
     @implements(contract.remove_volumes)
     async def remove_volumes(self, req: VolumesRequest) -> None:
         self.volume_removals.append((req, len(self.stopped)))
+        await self._notify()
+
+    @implements(contract.remove_files)
+    async def remove_files(self, req: FilesRequest) -> None:
+        self.file_removals.append(req.workspace_id)
         await self._notify()
 
     @implements(contract.record_teardown)
@@ -230,6 +237,7 @@ class FakeActivities:
             self.start_instance,
             self.stop_instances,
             self.remove_volumes,
+            self.remove_files,
             self.record_status,
             self.record_event,
             self.record_teardown,
