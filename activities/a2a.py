@@ -203,7 +203,7 @@ class A2AActivities:
                 inp.source_id, target, request, delegation_id=inp.delegation_id
             )
         await write_log(self.pool, result.record)
-        if result.queued is not None:
+        if result.queued is not None or result.inboxed is not None:
             return DelegationOutcome(DelegationStatus.QUEUED)
         if result.refusal is not None:
             if result.refusal.wake:

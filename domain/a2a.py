@@ -158,8 +158,9 @@ def has_inbound_url(url: str | None) -> bool:
     return bool(url) and not str(url).startswith("remote://")
 
 
-def target_refusal(status: str, url: str | None, removed: bool) -> Refusal | None:
-    """The answer for a target that cannot take a call in its state; None when it can."""
+def target_refusal(status: str, url: str | None, removed: bool, poll: bool = False) -> Refusal | None:
+    """The answer for a target that cannot take a call in its state; None when it can (a poll-mode
+    agent needs no URL: its inbox takes the call)."""
     if removed or status == "removed":
         return Refusal(410, "workspace_removed", "workspace removed")
     if status == "paused":
@@ -182,7 +183,7 @@ def target_refusal(status: str, url: str | None, removed: bool) -> Refusal | Non
             (("status", status),),
         )
     if status in ("online", "degraded"):
-        if not has_inbound_url(url):
+        if not poll and not has_inbound_url(url):
             return Refusal(
                 503, "no_url", "workspace is online but registered no A2A URL", None, (("status", status),)
             )

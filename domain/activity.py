@@ -100,9 +100,9 @@ def parse_filter(
             raise InvalidFilter("before_ts must be an RFC 3339 timestamp (e.g. 2026-05-01T00:00:00Z)")
     if order not in (None, "asc", "desc"):
         raise InvalidFilter("order must be 'asc' or 'desc'")
-    # A cursor reads forward (the pollers take the last row as their next cursor); otherwise newest
-    # first, as a chat history reads.
-    oldest_first = order == "asc" or (order is None and cursor is not None)
+    # Oldest first unless asked otherwise: the SDK's and the CLI's pollers take the last row they
+    # read as their next cursor, the first poll (no cursor) included.
+    oldest_first = order != "desc"
     return ActivityFilter(activity_type, source, secs, cursor, count, peer, before, oldest_first)
 
 

@@ -48,12 +48,14 @@ class ForwardConfig:
 
 @dataclass
 class Forwarded:
-    """Exactly one of: the agent's answer, the queue entry, or the refusal."""
+    """Exactly one of: the agent's answer, the queue entry, the inbox row (a poll-mode agent, whose
+    log is already written), or the refusal."""
 
     record: CallRecord
     delivery: Delivery | None = None
     queued: Enqueued | None = None
     refusal: Refusal | None = None
+    inboxed: str | None = None
 
 
 class Forwarder:
@@ -96,9 +98,24 @@ class Forwarder:
         *,
         delegation_id: str | None = None,
     ) -> Forwarded:
-        refusal = target_refusal(target.status, target.url, target.removed)
+        poll = target.delivery_mode == "poll"
+        refusal = target_refusal(target.status, target.url, target.removed, poll=poll)
         if refusal is not None:
             return Forwarded(call_record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
+        if poll:
+            # Its inbox is the delivery: written now, not after the reply (unlike the other logs).
+            record = call_record(caller_id, target, request, 0, inboxed=True)
+            try:
+                activity_id = await a2a_store.log_call(self.pool, redacted(record))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "workspace %s: could not write to a poll agent's inbox (%s)",
+                    target.id,
+                    type(exc).__name__,
+                )
+                refusal = busy_not_queued()
+                return Forwarded(call_record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
+            return Forwarded(record, inboxed=activity_id)
         delivery, duration_ms = await self.deliver(caller_id, target, request)
         if delivery.outcome != Outcome.BUSY:
             return Forwarded(
@@ -143,12 +160,15 @@ def call_record(
     delivery: Delivery | None = None,
     refusal: Refusal | None = None,
     queued: Enqueued | None = None,
+    inboxed: bool = False,
 ) -> CallRecord:
     """The log row of a call: what was asked, what came back, and how it ended (the error detail is
     the platform's own words, never the agent's address). Raw: `write_log` bounds and redacts it."""
     response = delivery.parsed() if delivery is not None and delivery.outcome == Outcome.DELIVERED else None
     status, error, http_status = "ok", None, 200
-    if queued is not None:
+    if inboxed:
+        http_status = 202
+    elif queued is not None:
         status, error, http_status = (
             "error",
             f"agent busy ({delivery.detail if delivery else ''}); queued",
@@ -182,6 +202,7 @@ def call_record(
         http_status=http_status,
         queued=queued is not None,
         queue_id=queued.queue_id if queued else None,
+        inboxed=inboxed,
     )
 
 
@@ -202,7 +223,10 @@ def redacted(record: CallRecord) -> CallRecord:
 
 async def write_log(pool: asyncpg.Pool, record: CallRecord) -> None:
     """Redact, then write the call's log rows and event (callers run it after their reply). Best
-    effort: a log that cannot be written never fails, or repeats, the call it records."""
+    effort: a log that cannot be written never fails, or repeats, the call it records. A poll-mode
+    agent's call was logged by `forward` already (the row is its inbox)."""
+    if record.inboxed:
+        return
     try:
         await a2a_store.log_call(pool, redacted(record))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -28,6 +28,7 @@ class Party:
     idle_timeout_seconds: int | None
     removed: bool
     backend: str = ""
+    delivery_mode: str = "push"  # poll: no URL; calls wait in its inbox (a2a_receive rows)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class CallRows:
 _PARTY = """{p}.id::text AS {p}_id, {p}.parent_id::text AS {p}_parent, {p}.name AS {p}_name,
     {p}.status::text AS {p}_status, {p}.url AS {p}_url, {p}.capabilities AS {p}_caps,
     {p}.idle_timeout_seconds AS {p}_idle, {p}.removed_at IS NOT NULL AS {p}_removed,
-    {p}.backend AS {p}_backend"""
+    {p}.backend AS {p}_backend, {p}.delivery_mode AS {p}_delivery"""
 
 _CALL_ROWS = f"""
 SELECT tok.id AS token_id, tok.revoked_at IS NOT NULL AS token_revoked,
@@ -67,6 +68,7 @@ def _party(row: asyncpg.Record, p: str) -> Party | None:
         row[f"{p}_idle"],
         bool(row[f"{p}_removed"]) or status == WorkspaceStatus.REMOVED,
         row[f"{p}_backend"],
+        row[f"{p}_delivery"],
     )
 
 
@@ -278,6 +280,7 @@ class CallRecord:
     http_status: int
     queued: bool = False
     queue_id: str | None = None
+    inboxed: bool = False  # a poll-mode target: the a2a_receive row is the delivery
 
 
 # The rows and the event in one statement (one round trip, atomic): the a2a_receive row, the
@@ -304,16 +307,17 @@ event AS (
     SELECT $10, $2, $11::jsonb || jsonb_build_object('activity_id', receive.id) FROM receive
     RETURNING id, event_type, workspace_id, payload, created_at
 )
-SELECT pg_notify($12, json_build_object('id', id, 'event_type', event_type, 'workspace_id', workspace_id,
+SELECT (SELECT id::text FROM receive) AS activity_id,
+       pg_notify($12, json_build_object('id', id, 'event_type', event_type, 'workspace_id', workspace_id,
                                         'payload', payload, 'created_at', created_at)::text),
        (SELECT count(*) FROM send) AS sent
 FROM event
 """
 
 
-async def log_call(pool: asyncpg.Pool, call: CallRecord) -> None:
-    """The log rows and the A2A_RESPONSE event, in one statement."""
-    await pool.fetchval(
+async def log_call(pool: asyncpg.Pool, call: CallRecord) -> str:
+    """The log rows and the A2A_RESPONSE event, in one statement; the a2a_receive row's id."""
+    activity_id: str = await pool.fetchval(
         _LOG_CALL,
         call.source_id,
         call.target_id,
@@ -334,10 +338,12 @@ async def log_call(pool: asyncpg.Pool, call: CallRecord) -> None:
             "duration_ms": call.duration_ms,
             "queued": call.queued,
             "queue_id": call.queue_id,
+            "inboxed": call.inboxed,
             "error": call.error_detail,
         },
         event_store.CHANNEL,
     )
+    return activity_id
 
 
 async def drop_for_delegation(pool: asyncpg.Pool, delegation_id: str) -> None:

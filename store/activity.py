@@ -108,8 +108,8 @@ async def cursor_exists(pool: asyncpg.Pool, workspace_id: str, since_id: int) ->
 
 
 async def list_rows(pool: asyncpg.Pool, workspace_id: str, f: ActivityFilter) -> list[dict[str, Any]]:
-    """One page of a workspace's rows. A cursor reads by id (commit order); otherwise by time, with
-    the id breaking ties, so pages never overlap or skip."""
+    """One page of a workspace's rows. With a cursor: the rows after it by id (commit order);
+    otherwise the latest ones by time, the id breaking ties, so pages never overlap or skip."""
     where = ["workspace_id = $1"]
     args: list[Any] = [workspace_id]
 
@@ -135,11 +135,14 @@ async def list_rows(pool: asyncpg.Pool, workspace_id: str, f: ActivityFilter) ->
     if f.hide_own_notify:
         where.append("method IS DISTINCT FROM 'notify'")
     if f.since_id is not None:
-        order = "id ASC" if f.oldest_first else "id DESC"
+        # The first rows after the cursor (or, descending, the newest ones after it).
+        order, latest = ("id ASC", False) if f.oldest_first else ("id DESC", True)
     else:
-        order = "created_at ASC, id ASC" if f.oldest_first else "created_at DESC, id DESC"
+        # The latest rows (before `before`), served in the order asked.
+        order, latest = "created_at DESC, id DESC", True
     sql = (
         f"SELECT {_COLUMNS} FROM activity_logs WHERE {' AND '.join(where)} "
         f"ORDER BY {order} LIMIT {arg(f.limit)}"
     )
-    return [dict(r) for r in await pool.fetch(sql, *args)]
+    rows = [dict(r) for r in await pool.fetch(sql, *args)]
+    return rows[::-1] if latest and f.oldest_first else rows

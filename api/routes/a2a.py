@@ -122,7 +122,7 @@ async def _caller(request: Request, platform: Platform, target_id: str) -> tuple
     summary="Send an A2A JSON-RPC request to a workspace's agent",
     responses={
         200: {"description": "The agent's JSON-RPC answer, passed through"},
-        202: {"description": "The agent is busy: the request was queued"},
+        202: {"description": "The agent is busy (the request was queued), or polls (it waits in its inbox)"},
         **errors(400, 401, 403, 404, 409, 410, 413, 422, 429, 502, 503),
     },
     openapi_extra={"requestBody": _A2A_BODY, "security": [{"WorkspaceToken": []}, {"AdminToken": []}]},
@@ -150,6 +150,16 @@ async def proxy(workspace_id: str, request: Request) -> Response:
         if result.refusal.wake:
             platform.spawn(platform.gateway.wake(target.id), "wake")
         raise _refusal_error(result.refusal)
+    if result.inboxed is not None:
+        return JSONResponse(
+            {
+                "queued": True,
+                "delivery_mode": "poll",
+                "activity_id": result.inboxed,
+                "message": "the workspace agent polls for its messages: this one waits in its inbox",
+            },
+            status_code=202,
+        )
     if result.queued is not None:
         return JSONResponse(
             {

@@ -102,10 +102,11 @@ async def report_activity(
     response_model_exclude_none=False,
     responses=errors(400, 403, 404, 410),
     description=(
-        "Newest first; with `since_id`, the rows after that cursor oldest first (take the last id as "
-        "the next cursor). A cursor this workspace does not have answers 410 `cursor_lost`: start "
-        "again without it. An agent reading its own a2a_receive rows (its inbox) does not get its "
-        "own notify messages back."
+        "Oldest first (order=desc for newest first): the latest `limit` rows (older than `before_ts`), "
+        "or with `since_id` the first rows after that cursor; take the last id read as the next "
+        "cursor. A cursor this workspace does not have answers 410 `cursor_lost`: start again "
+        "without it. An agent reading its own a2a_receive rows (its inbox) does not get its own "
+        "notify messages back."
     ),
 )
 async def list_activity(

@@ -117,7 +117,9 @@ async def register(
                 "unsafe_url",
                 fields=[{"field": "url", "location": "body", "message": str(exc)}],
             ) from None
-    secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card, body.delivery_mode)
+    # The SDK's poll mode registers `remote://no-inbound` and no mode: it polls.
+    mode = body.delivery_mode or ("poll" if body.url and not has_inbound_url(body.url) else None)
+    secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card, mode)
     if secret is None:
         raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
     platform.inbound_secrets.put(workspace_id, secret)

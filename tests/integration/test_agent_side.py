@@ -100,6 +100,11 @@ async def test_state_for_online_paused_and_removed(stack: Stack) -> None:
         assert missing.status_code == 404 and missing.json()["deleted"] is True
 
 
+def rpc(text: str, message_id: str, role: str = "user", rpc_id: object = 1) -> dict[str, Any]:
+    message = {"role": role, "messageId": message_id, "parts": [{"kind": "text", "text": text}]}
+    return {"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": {"message": message}}
+
+
 def report(**fields: Any) -> dict[str, Any]:
     return {"activity_type": "agent_log", "summary": "did a thing"} | fields
 
@@ -142,7 +147,9 @@ async def test_activity_is_reported_filtered_and_paged(stack: Stack) -> None:
             ids.append(first.json()["id"])
 
             rows = (await me.get(f"/workspaces/{wid}/activity")).json()
-            assert [r["id"] for r in rows] == ids[::-1], "newest first"
+            assert [r["id"] for r in rows] == ids, "oldest first: the pollers' next cursor is the last"
+            newest_first = (await me.get(f"/workspaces/{wid}/activity", params={"order": "desc"})).json()
+            assert [r["id"] for r in newest_first] == ids[::-1]
             stored = next(r for r in rows if r["activity_type"] == "a2a_send")
             assert stored["target_id"] == peer and stored["source_id"] == wid
             assert "hunter2" not in str(stored) and "sk-live" not in str(stored)
@@ -153,7 +160,8 @@ async def test_activity_is_reported_filtered_and_paged(stack: Stack) -> None:
             async def get(**params: Any) -> httpx.Response:
                 return await me.get(f"/workspaces/{wid}/activity", params=params)
 
-            assert [r["summary"] for r in (await get(type="task_update")).json()] == ["n3", "n1"]
+            assert [r["summary"] for r in (await get(type="task_update")).json()] == ["n1", "n3"]
+            assert [r["id"] for r in (await get(limit=2)).json()] == ids[-2:], "the latest, in order"
             after = (await get(since_id=ids[2])).json()
             assert [r["id"] for r in after] == ids[3:], "after the cursor, oldest first"
             assert [r["id"] for r in (await get(since_id=ids[2], limit=2)).json()] == ids[3:5]
@@ -163,8 +171,8 @@ async def test_activity_is_reported_filtered_and_paged(stack: Stack) -> None:
             assert (await get(source="agent")).json() and (await get(source="canvas")).json() == []
             # Paging back by time: strictly older than the oldest row of the first page.
             page = (await get(limit=3)).json()
-            older = (await get(before_ts=page[-1]["created_at"])).json()
-            assert all(r["created_at"] < page[-1]["created_at"] for r in older)
+            older = (await get(before_ts=page[0]["created_at"])).json()
+            assert older and all(r["created_at"] < page[0]["created_at"] for r in older)
             future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
             assert len((await get(before_ts=future, type="task_update")).json()) == 2
 
@@ -310,3 +318,85 @@ async def test_first_register_mints_the_token_once_inside_the_claim_window(stack
             assert (await anonymous.post("/registry/register", json={"id": plain["id"]})).status_code == 401
         refused = await client.post("/workspaces", json={"name": "x", "token_delivery": "register"})
         assert refused.status_code == 422
+
+
+async def test_an_sdk_shaped_agent_loop_runs_until_the_operator_pauses_it(stack: Stack) -> None:
+    """What RemoteAgentClient + PollDelivery do, call for call: a bearer-less first register that
+    claims the token, heartbeats, state polls, inbox polls by cursor, replies to the user (notify,
+    with a file) and to a peer (A2A), and a loop that ends when the state says paused."""
+    async with stack.client() as operator, EventStream(operator) as events:
+        wid = (await create(operator, name="sdk-agent", external=True, token_delivery="register"))["id"]
+        peer, peer_token = await online_external(stack, operator, name="peer-agent")
+
+        async with httpx.AsyncClient(base_url=stack.api_url) as bare:
+            card = {"name": "sdk-agent", "skills": []}
+            registered = await bare.post(
+                "/registry/register", json={"id": wid, "url": "remote://no-inbound", "agent_card": card}
+            )
+        assert registered.status_code == 200, registered.text
+        token = registered.json()["auth_token"]
+        beat = {"workspace_id": wid, "current_task": "", "active_tasks": 0, "error_rate": 0.0,
+                "sample_error": "", "uptime_seconds": 1}  # fmt: skip
+
+        async with agent(stack, token) as sdk:
+            assert (await sdk.post("/registry/heartbeat", json=beat)).status_code == 200
+
+            async def online() -> bool:
+                return bool((await sdk.get(f"/workspaces/{wid}/state")).json()["status"] == "online")
+
+            await until(online, "the SDK agent online")
+            # Messages for it: from the user (the operator's chat) and from a peer. It polls: they wait.
+            user_msg = rpc("summarise the report", "u1")
+            queued = await operator.post(f"/workspaces/{wid}/a2a", json=user_msg)
+            assert queued.status_code == 202 and queued.json()["delivery_mode"] == "poll", queued.text
+            async with agent(stack, peer_token) as other:
+                peer_msg = rpc("status?", "p1")
+                from_peer = await other.post(
+                    f"/workspaces/{wid}/a2a", json=peer_msg, headers={"X-Workspace-ID": peer}
+                )
+                assert from_peer.status_code == 202, from_peer.text
+
+            cursor: str | None = None
+            handled: list[tuple[str, str, str]] = []
+            ticks = 0
+            while True:
+                ticks += 1
+                assert ticks < 200, "the loop never saw the pause"
+                await sdk.post("/registry/heartbeat", json=beat)
+                state = await sdk.get(f"/workspaces/{wid}/state")
+                if state.status_code == 404 or state.json()["paused"] or state.json()["deleted"]:
+                    break
+                params: dict[str, Any] = {"type": "a2a_receive", "limit": 100}
+                if cursor:
+                    params["since_id"] = cursor
+                batch = await sdk.get(f"/workspaces/{wid}/activity", params=params)
+                assert batch.status_code == 200, batch.text
+                for row in batch.json():
+                    data = row["data"]
+                    handled.append((row["id"], data["source"], data["text"]))
+                    if data["source"] == "canvas_user":
+                        summary = {"uri": "workspace:/chat-uploads/x-summary.md", "name": "summary.md"}
+                        reply = {"message": "here it is", "attachments": [summary]}
+                        assert (await sdk.post(f"/workspaces/{wid}/notify", json=reply)).status_code == 200
+                    else:
+                        answer = rpc("all good", f"r-{row['id']}", role="agent", rpc_id=row["id"])
+                        sent = await sdk.post(
+                            f"/workspaces/{data['source_id']}/a2a",
+                            json=answer,
+                            headers={"X-Workspace-ID": wid},
+                        )
+                        assert sent.status_code == 202, sent.text  # the peer polls too
+                    cursor = row["id"]
+                if len(handled) == 2 and ticks > 2:
+                    # Everything answered: the operator pauses the workspace; the next tick stops.
+                    assert (await operator.post(f"/workspaces/{wid}/pause")).status_code in (200, 202)
+
+        assert [(source, text) for _, source, text in handled] == [
+            ("canvas_user", "summarise the report"),
+            ("peer_agent", "status?"),
+        ], "each message once, in order, its own notify never echoed back"
+        message = await events.wait_type("AGENT_MESSAGE", wid)
+        assert message["payload"]["attachments"][0]["name"] == "summary.md"
+        async with agent(stack, peer_token) as other:
+            inbox = (await other.get(f"/workspaces/{peer}/activity", params={"type": "a2a_receive"})).json()
+        assert [r["data"]["text"] for r in inbox] == ["all good"] and inbox[0]["source_id"] == wid
