@@ -30,6 +30,8 @@ bench: install
 	$(BIN)/python -m bench.worker_rss
 	$(BIN)/python -m bench.docker_create
 	$(BIN)/python -m bench.lifecycle_latency
+	$(BIN)/python -m bench.a2a_proxy
+	$(BIN)/python -m bench.activity_log
 
 clean:
 	rm -rf $(VENV) .molecule .pytest_cache .mypy_cache .ruff_cache
