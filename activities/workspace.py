@@ -47,7 +47,7 @@ from domain.timeouts import resolve_provision_timeout
 from store import chat_files as chat_file_store
 from store import events as event_store
 from store import workspaces as ws_store
-from store.objects import object_store, workspace_prefix
+from store.objects import ObjectStore, object_store, workspace_prefix
 from store.tokens import hash_token
 
 log = logging.getLogger("molecule.activities")
@@ -97,6 +97,7 @@ class WorkspaceActivities:
         self.settings = settings
         self.backends = backends
         self.templates = templates
+        self._objects: ObjectStore | None = None
 
     @implements(contract.prepare_provision)
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
@@ -250,7 +251,9 @@ class WorkspaceActivities:
     @implements(contract.remove_files)
     async def remove_files(self, req: FilesRequest) -> None:
         # Objects first: a row without its object is harmless, an object without its row is a leak.
-        removed = await object_store(self.settings).delete_prefix(workspace_prefix(req.workspace_id))
+        if self._objects is None:
+            self._objects = object_store(self.settings)
+        removed = await self._objects.delete_prefix(workspace_prefix(req.workspace_id))
         rows = await chat_file_store.forget_all(self.pool, req.workspace_id)
         if removed or rows:
             log.info("workspace %s: %d chat file(s) removed", req.workspace_id, removed)

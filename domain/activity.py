@@ -30,6 +30,7 @@ NOTIFY_METHOD = "notify"
 NOTIFY_SUMMARY_CHARS = 80
 
 _SINCE_ID = re.compile(r"^[0-9]{1,18}$")
+_COUNT = re.compile(r"^[0-9]{1,9}$")  # ASCII digits only: str.isdigit() takes '²', which int() refuses
 
 
 class InvalidFilter(ValueError):
@@ -72,7 +73,7 @@ def parse_filter(
         raise InvalidFilter("source must be 'canvas' or 'agent'")
     secs = None
     if since_secs is not None:
-        if not since_secs.isdigit() or int(since_secs) <= 0:
+        if not _COUNT.match(since_secs) or int(since_secs) <= 0:
             raise InvalidFilter("since_secs must be a positive integer")
         secs = min(int(since_secs), MAX_SINCE_SECS)
     cursor = None
@@ -85,7 +86,7 @@ def parse_filter(
             raise InvalidFilter("since_id must be the id of an activity row (an integer)")
     count = DEFAULT_LIMIT
     if limit is not None:
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        if not _COUNT.match(limit) or not 1 <= int(limit) <= MAX_LIMIT:
             raise InvalidFilter(f"limit must be an integer from 1 to {MAX_LIMIT}")
         count = int(limit)
     peer = None
@@ -128,10 +129,10 @@ def parse_rfc3339(text: str) -> datetime | None:
         zone = rest[digits.end() :]
         text = f"{main}.{digits.group()[:6]}{zone}"
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC here: a time at the edge of the calendar (9999-12-31T23:59:59-23:59) has none.
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def inbound_view(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -159,6 +160,7 @@ def inbound_view(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def notify_summary(message: str) -> str:
+    """Of a message already redacted (a cut first could split a secret past recognition)."""
     return "Agent message: " + preview(message, NOTIFY_SUMMARY_CHARS)
 
 

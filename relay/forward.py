@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 
 from domain.a2a import (
+    LOGGED_BODY_BYTES,
     QUEUE_PRIORITY,
     A2ARequest,
     Refusal,
@@ -103,10 +104,20 @@ class Forwarder:
         if refusal is not None:
             return Forwarded(call_record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
         if poll:
-            # Its inbox is the delivery: written now, not after the reply (unlike the other logs).
+            # Its inbox is the delivery: written now, not after the reply (unlike the other logs), with
+            # the message as sent (like a queued one: the agent must read what was asked), so within
+            # the log's bound or refused.
+            if len(json.dumps(request.body)) > LOGGED_BODY_BYTES:
+                refusal = Refusal(
+                    413,
+                    "message_too_large",
+                    f"a poll-mode agent's messages are at most {LOGGED_BODY_BYTES} bytes",
+                )
+                return Forwarded(call_record(caller_id, target, request, 0, refusal=refusal), refusal=refusal)
             record = call_record(caller_id, target, request, 0, inboxed=True)
+            stored = replace(redacted(record), request_body=request.body)
             try:
-                activity_id = await a2a_store.log_call(self.pool, redacted(record))
+                activity_id = await a2a_store.log_call(self.pool, stored)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning(
                     "workspace %s: could not write to a poll agent's inbox (%s)",

@@ -17,7 +17,10 @@ from domain.events import EventType
 from store import events as event_store
 
 LOCK_SPACE = 1
-# Locks for one or two workspaces (a call logs on both ends), always taken in key order.
+# Locks for one or two workspaces (a call logs on both ends), always taken in key order, for the
+# proxy's one-statement log: each INSERT's `WHERE (SELECT count(*) FROM locks) >= 0` is an
+# uncorrelated subquery, which PostgreSQL runs once (an InitPlan) before the first row is formed,
+# so before the row's id is drawn. tests/integration/test_agent_side.py checks that plan.
 LOCKS_CTE = """locks AS (
     SELECT pg_advisory_xact_lock({space}, k) FROM (
         SELECT DISTINCT hashtext(w::text) AS k FROM unnest({ids}) AS w WHERE w IS NOT NULL ORDER BY 1
@@ -53,13 +56,12 @@ class NewActivity:
     idempotency_key: str | None
 
 
-_INSERT = f"""
-WITH {locks_cte("ARRAY[$1::uuid]")}
+_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, hashtext($1::uuid::text))"
+_INSERT = """
 INSERT INTO activity_logs (workspace_id, activity_type, source_id, target_id, method, summary,
                            request_body, response_body, duration_ms, status, error_detail, tool_trace,
                            idempotency_key)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-WHERE (SELECT count(*) FROM locks) >= 0
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text
 """
@@ -71,6 +73,7 @@ async def insert(
     """(the row's id, whether it is new): a repeated idempotency key returns the first row's id. The
     event is written with a new row, in its transaction, and carries the row's id."""
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_LOCK, row.workspace_id)
         new_id = await conn.fetchval(
             _INSERT,
             row.workspace_id,
@@ -136,12 +139,18 @@ async def list_rows(pool: asyncpg.Pool, workspace_id: str, f: ActivityFilter) ->
         where.append("method IS DISTINCT FROM 'notify'")
     if f.since_id is not None:
         # The first rows after the cursor (or, descending, the newest ones after it).
-        order, latest = ("id ASC", False) if f.oldest_first else ("id DESC", True)
+        order, latest = ("a.id ASC", False) if f.oldest_first else ("a.id DESC", True)
+    elif f.before is None:
+        # The latest rows, by id: commit order (created_at is the transaction's start, taken before
+        # the lock wait), so the last row served is the poller's right next cursor.
+        order, latest = "a.id DESC", True
     else:
-        # The latest rows (before `before`), served in the order asked.
-        order, latest = "created_at DESC, id DESC", True
+        # A page back in time, served in the order asked.
+        order, latest = "a.created_at DESC, a.id DESC", True
+    # ORDER BY names the table's columns (a.id): a bare `id` would be the output column, the text
+    # form, which sorts '10' before '9'.
     sql = (
-        f"SELECT {_COLUMNS} FROM activity_logs WHERE {' AND '.join(where)} "
+        f"SELECT {_COLUMNS} FROM activity_logs a WHERE {' AND '.join(where)} "
         f"ORDER BY {order} LIMIT {arg(f.limit)}"
     )
     rows = [dict(r) for r in await pool.fetch(sql, *args)]

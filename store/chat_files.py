@@ -6,20 +6,27 @@ from typing import Any
 
 import asyncpg
 
+from domain.status import WorkspaceStatus
+
 
 async def insert(
     pool: asyncpg.Pool, file_id: str, workspace_id: str, key: str, name: str, mime_type: str, size: int
-) -> None:
-    await pool.execute(
+) -> bool:
+    """False when the workspace was removed meanwhile (its teardown may have deleted its files)."""
+    inserted = await pool.fetchval(
         """INSERT INTO chat_files (id, workspace_id, key, name, mime_type, size)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
+           SELECT $1, $2, $3, $4, $5, $6 FROM workspaces
+           WHERE id = $2 AND status <> $7::workspace_status AND removed_at IS NULL
+           RETURNING id""",
         file_id,
         workspace_id,
         key,
         name,
         mime_type,
         size,
+        WorkspaceStatus.REMOVED.value,
     )
+    return inserted is not None
 
 
 async def find(pool: asyncpg.Pool, workspace_id: str, key: str) -> dict[str, Any] | None:

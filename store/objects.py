@@ -76,6 +76,9 @@ class DirectoryStore(ObjectStore):
         def remove() -> int:
             if not path.exists():
                 return 0
+            if path.is_file():  # a prefix that names one object
+                path.unlink()
+                return 1
             count = sum(1 for p in path.rglob("*") if p.is_file())
             shutil.rmtree(path)
             return count
@@ -112,7 +115,13 @@ class S3Store(ObjectStore):
             for page in pages:
                 keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 if keys:
-                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                    reply = self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
+                    # Quiet mode reports only the failures, and without raising: those are not gone.
+                    if reply.get("Errors"):
+                        first = reply["Errors"][0]
+                        raise OSError(f"{len(reply['Errors'])} object(s) not deleted ({first.get('Code')})")
                     count += len(keys)
             return count
 

@@ -122,6 +122,7 @@ async def mint_extra(pool: asyncpg.Pool, workspace_id: str) -> tuple[MintedToken
         )
         if live >= MAX_LIVE_TOKENS:
             return None
+        await close_register_claim(conn, workspace_id)
         token_id: int = await conn.fetchval(
             """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
                VALUES ($1, $2, $3, 'minted') RETURNING id""",
@@ -143,21 +144,43 @@ async def revoke(pool: asyncpg.Pool, workspace_id: str, token_id: int) -> bool:
     return revoked is not None
 
 
-async def claim_by_register(pool: asyncpg.Pool, workspace_id: str) -> tuple[str, int] | None:
+_CLAIMABLE = """
+    register_claim_until > now() AND status <> $2::workspace_status
+    AND NOT EXISTS (SELECT 1 FROM workspace_auth_tokens WHERE workspace_id = $1 AND revoked_at IS NULL)
+"""
+
+
+async def claimable(pool: asyncpg.Pool, workspace_id: str) -> bool:
+    """Whether a bearer-less register may claim the workspace now (read only: the claim decides)."""
+    found: bool = await pool.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND {_CLAIMABLE})",
+        workspace_id,
+        WorkspaceStatus.REMOVED.value,
+    )
+    return found
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    token_id: int
+    window_until: object  # the claim window it closed, reopened by `unclaim`
+
+
+async def claim_by_register(pool: asyncpg.Pool, workspace_id: str) -> Claim | None:
     """The first register of a workspace created with token_delivery=register, inside its claim
     window and before any live token: mints its token, once (a concurrent second claim gets None)."""
     minted = mint_token()
     async with pool.acquire() as conn, conn.transaction():
-        claimed = await conn.fetchval(
-            """UPDATE workspaces SET register_claim_until = NULL
-               WHERE id = $1 AND register_claim_until > now() AND status <> $2::workspace_status
-                 AND NOT EXISTS (SELECT 1 FROM workspace_auth_tokens
-                                 WHERE workspace_id = $1 AND revoked_at IS NULL)
-               RETURNING id""",
+        until = await conn.fetchval(
+            f"""UPDATE workspaces w SET register_claim_until = NULL
+                FROM (SELECT register_claim_until AS until FROM workspaces WHERE id = $1 FOR UPDATE) old
+                WHERE w.id = $1 AND {_CLAIMABLE.replace("register_claim_until", "w.register_claim_until")}
+                RETURNING old.until""",
             workspace_id,
             WorkspaceStatus.REMOVED.value,
         )
-        if claimed is None:
+        if until is None:
             return None
         token_id: int = await conn.fetchval(
             """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
@@ -166,7 +189,22 @@ async def claim_by_register(pool: asyncpg.Pool, workspace_id: str) -> tuple[str,
             minted.token_hash,
             minted.prefix,
         )
-    return minted.token, token_id
+    return Claim(minted.token, token_id, until)
+
+
+async def unclaim(pool: asyncpg.Pool, workspace_id: str, claim: Claim) -> None:
+    """A claim whose register failed after it: its token never reached the agent. Drop the token
+    and reopen the window, so the agent's retry can claim again."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM workspace_auth_tokens WHERE id = $1", claim.token_id)
+        await conn.execute(
+            "UPDATE workspaces SET register_claim_until = $2 WHERE id = $1", workspace_id, claim.window_until
+        )
+
+
+async def close_register_claim(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: str) -> None:
+    """The operator handed out a token: the bearer-less claim is over."""
+    await conn.execute("UPDATE workspaces SET register_claim_until = NULL WHERE id = $1", workspace_id)
 
 
 async def open_register_claim(conn: asyncpg.Connection, workspace_id: str, seconds: int) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +34,8 @@ _REDACTOR = Redactor()
 SUMMARY_CHARS = 1000
 ERROR_CHARS = 4000
 _ATTACHMENT_TEXT = {"uri": 2048, "name": 255, "mimeType": 255}
+_ATTACHMENT_SCHEMES = ("workspace:/", "https://", "http://")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _id_or_none(value: str | None, field: str) -> str | None:
@@ -49,15 +52,16 @@ def _stored_json(value: Any) -> Any:
 
 
 def _text(value: str | None, limit: int) -> str | None:
-    return _REDACTOR.redact(preview(value, limit)) if value else None
+    # Redacted whole, then cut: a cut first could split a secret past recognition.
+    return preview(_REDACTOR.redact(value), limit) if value else None
 
 
 @router.post("/activity", response_model=ActivityLogged, responses=errors(400, 403, 404, 410, 413))
 async def report_activity(
     workspace_id: str, body: ActivityReport, caller: WorkspaceOrOperator, pool: PoolDep
 ) -> ActivityLogged:
+    check_owner_or_operator(caller, parse_workspace_id(workspace_id))
     wid, _ = await live_workspace(pool, workspace_id)
-    check_owner_or_operator(caller, wid)
     if body.activity_type not in ACTIVITY_TYPES:
         raise ApiError(
             400, f"invalid activity_type, must be one of: {', '.join(ACTIVITY_TYPES)}", "invalid_body"
@@ -122,8 +126,8 @@ async def list_activity(
     before_ts: str | None = Query(default=None, description="rows strictly older (RFC 3339)"),
     order: str | None = Query(default=None, description="asc | desc, overriding the default"),
 ) -> list[ActivityRow]:
+    check_owner_or_operator(caller, parse_workspace_id(workspace_id))
     wid, _ = await live_workspace(pool, workspace_id)
-    check_owner_or_operator(caller, wid)
     try:
         f = parse_filter(
             activity_type=type,
@@ -171,10 +175,25 @@ def _check_attachments(attachments: list[dict[str, Any]]) -> list[dict[str, Any]
                 )
             clean["size"] = size
         for key, limit in _ATTACHMENT_TEXT.items():
-            if len(clean.get(key) or "") > limit or "\x00" in (clean.get(key) or ""):
+            text = clean.get(key) or ""
+            if len(text) > limit:
                 raise ApiError(
                     400, f"attachment[{i}]: {key} must be at most {limit} characters", "invalid_attachment"
                 )
+            if "\x00" in text or _SURROGATE.search(text):
+                raise ApiError(
+                    400,
+                    f"attachment[{i}]: {key} must not contain NUL or lone surrogates",
+                    "invalid_attachment",
+                )
+        if not uri.startswith(_ATTACHMENT_SCHEMES):
+            raise ApiError(
+                400,
+                f"attachment[{i}]: uri must be a workspace:/ file or an http(s) URL",
+                "invalid_attachment",
+            )
+        # A presigned or ?token= URL is a secret too: it is broadcast and stored redacted.
+        clean["uri"] = _REDACTOR.redact(uri)
         checked.append(clean)
     return checked
 
@@ -183,8 +202,8 @@ def _check_attachments(attachments: list[dict[str, Any]]) -> list[dict[str, Any]
 async def notify(workspace_id: str, body: NotifyBody, caller: WorkspaceOrOperator, pool: PoolDep) -> Notified:
     """A message from the agent to its user: broadcast as AGENT_MESSAGE and kept as an a2a_receive
     row (method `notify`), so a chat reload shows it and its files."""
+    check_owner_or_operator(caller, parse_workspace_id(workspace_id))
     wid, name = await live_workspace(pool, workspace_id)
-    check_owner_or_operator(caller, wid)
     attachments = _check_attachments(body.attachments)
     message = _REDACTOR.redact(body.message)
     row = NewActivity(
@@ -193,7 +212,7 @@ async def notify(workspace_id: str, body: NotifyBody, caller: WorkspaceOrOperato
         source_id=None,
         target_id=wid,
         method=NOTIFY_METHOD,
-        summary=_REDACTOR.redact(notify_summary(body.message)),
+        summary=notify_summary(message),
         request_body=None,
         response_body={"result": message, "parts": [file_part(a) for a in attachments]},
         duration_ms=None,

@@ -11,10 +11,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
-from api.deps import PlatformDep, PoolDep, WorkspaceOrOperator, check_owner_or_operator, live_workspace
-from api.errors import ApiError, PlatformUnavailable
+from api.deps import (
+    PlatformDep,
+    PoolDep,
+    WorkspaceOrOperator,
+    check_owner_or_operator,
+    live_workspace,
+    parse_workspace_id,
+)
+from api.errors import ApiError
 from api.openapi import AUTHENTICATED, errors
 from domain.chat_files import MAX_UPLOAD_BYTES, media_type, new_file, object_key, path_of, safe_name, uri_for
 from store import chat_files as file_store
@@ -62,16 +68,14 @@ class Uploaded(BaseModel):
 async def upload(
     workspace_id: str, request: Request, caller: WorkspaceOrOperator, pool: PoolDep, platform: PlatformDep
 ) -> Uploaded:
+    check_owner_or_operator(caller, parse_workspace_id(workspace_id))
     wid, _ = await live_workspace(pool, workspace_id)
-    check_owner_or_operator(caller, wid)
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError(
             400, "expected a multipart/form-data body with one or more 'files' parts", "invalid_body"
         )
-    try:
-        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-    except MultiPartException as exc:
-        raise ApiError(400, f"could not read the multipart body: {exc.message}", "invalid_body") from None
+    # A malformed body is Starlette's HTTPException(400), which the error handlers answer.
+    form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
     try:
         parts = [v for k, v in form.multi_items() if k in ("files", "file") and isinstance(v, UploadFile)]
         if not parts:
@@ -87,14 +91,19 @@ async def upload(
                 await platform.objects.put(key, part.file, mime)
             except Exception as exc:  # the store (disk, S3) is a dependency: its failure is a 503
                 log.warning("workspace %s: could not store an upload (%s)", wid, type(exc).__name__)
-                raise ApiError(
-                    503, "the file store is unavailable; retry shortly", "file_store_unavailable"
-                ) from None
-            await file_store.insert(pool, _uuid(file_id), wid, key, name, mime, size)
+                raise _store_unavailable() from None
+            if not await file_store.insert(pool, _uuid(file_id), wid, key, name, mime, size):
+                # Removed meanwhile, its files perhaps already deleted: this one must not outlive it.
+                await platform.objects.delete_prefix(key)
+                raise ApiError(410, f"workspace {wid} was removed", "workspace_removed", id=wid)
             stored.append(StoredFile(uri=uri_for(path), name=name, mimeType=mime, size=size))
     finally:
         await form.close()
     return Uploaded(files=stored)
+
+
+def _store_unavailable() -> ApiError:
+    return ApiError(503, "the file store is unavailable; retry shortly", "file_store_unavailable")
 
 
 def _uuid(hex_id: str) -> str:
@@ -114,8 +123,8 @@ async def download(
     uri: str | None = Query(default=None, max_length=4096, description="workspace:/chat-uploads/…"),
     path: str | None = Query(default=None, max_length=4096, description="the same, without the scheme"),
 ) -> StreamingResponse:
+    check_owner_or_operator(caller, parse_workspace_id(workspace_id))
     wid, _ = await live_workspace(pool, workspace_id)
-    check_owner_or_operator(caller, wid)
     asked = uri if uri is not None else path
     if not asked:
         raise ApiError(400, "uri is required (workspace:/chat-uploads/...)", "invalid_parameter")
@@ -135,7 +144,7 @@ async def download(
         raise ApiError(404, "no such file in this workspace", "not_found") from None
     except Exception as exc:
         log.warning("workspace %s: could not read a chat file (%s)", wid, type(exc).__name__)
-        raise PlatformUnavailable() from None
+        raise _store_unavailable() from None
 
     async def body() -> AsyncIterator[bytes]:
         yield first

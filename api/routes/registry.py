@@ -85,50 +85,66 @@ async def register(
     gateway: GatewayDep,
 ) -> Registered:
     workspace_id = parse_workspace_id(body.id)
-    auth_token = None
+    claim = None
     if credentials is None:
         # A remote agent claiming the workspace the operator created for it: its first register mints
         # the token (returned once); afterwards, and once the claim window closes, a bearer is needed.
         address = client_address(request)
         check_auth_limit(platform, address)
-        claimed = await token_store.claim_by_register(pool, workspace_id)
-        if claimed is None:
+        if not await token_store.claimable(pool, workspace_id):
             platform.auth_failures.failed(address)
             raise ApiError(
                 401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized"
             )
-        auth_token, token_id = claimed
     else:
         caller = await require_workspace_token(request, platform, credentials)
         check_owner(caller, workspace_id)
-        token_id = caller.token_id
-    if body.url is not None and has_inbound_url(body.url):
-        try:
-            backend = await ws_store.backend_of(pool, workspace_id)
-            await check_url(
-                body.url,
-                platform.settings.ssrf_policy(),
-                local_agent=runs_beside_platform(backend, platform.settings.docker_network),
-            )
-        except UnsafeUrl as exc:
+    await _check_agent_url(platform, pool, workspace_id, body.url)
+    if credentials is None:
+        claim = await token_store.claim_by_register(pool, workspace_id)
+        if claim is None:  # another register claimed it meanwhile
             raise ApiError(
-                422,
-                f"url is not allowed for agent traffic: {exc}",
-                "unsafe_url",
-                fields=[{"field": "url", "location": "body", "message": str(exc)}],
-            ) from None
-    # The SDK's poll mode registers `remote://no-inbound` and no mode: it polls.
-    mode = body.delivery_mode or ("poll" if body.url and not has_inbound_url(body.url) else None)
-    secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card, mode)
-    if secret is None:
-        raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
-    platform.inbound_secrets.put(workspace_id, secret)
-    await gateway.signal(
-        workspace_id,
-        Signal.REGISTER,
-        RegisterSignal(url=body.url, agent_card=body.agent_card, token_id=token_id),
+                401, "missing bearer token (Authorization: Bearer <workspace token>)", "unauthorized"
+            )
+    token_id = claim.token_id if claim is not None else caller.token_id
+    # Without a mode, the URL says it: the SDK's `remote://no-inbound` polls, a real URL is pushed to.
+    mode = body.delivery_mode or (
+        None if body.url is None else "push" if has_inbound_url(body.url) else "poll"
     )
-    return Registered(platform_inbound_secret=secret, auth_token=auth_token)
+    try:
+        secret = await ws_store.register(pool, workspace_id, body.url, body.agent_card, mode)
+        if secret is None:
+            raise ApiError(404, f"workspace {workspace_id} not found", "not_found")
+        platform.inbound_secrets.put(workspace_id, secret)
+        await gateway.signal(
+            workspace_id,
+            Signal.REGISTER,
+            RegisterSignal(url=body.url, agent_card=body.agent_card, token_id=token_id),
+        )
+    except BaseException:
+        if claim is not None:  # the token never reached the agent: its retry claims again
+            await token_store.unclaim(pool, workspace_id, claim)
+        raise
+    return Registered(platform_inbound_secret=secret, auth_token=claim.token if claim else None)
+
+
+async def _check_agent_url(platform: Platform, pool: Any, workspace_id: str, url: str | None) -> None:
+    if url is None or not has_inbound_url(url):
+        return
+    try:
+        backend = await ws_store.backend_of(pool, workspace_id)
+        await check_url(
+            url,
+            platform.settings.ssrf_policy(),
+            local_agent=runs_beside_platform(backend, platform.settings.docker_network),
+        )
+    except UnsafeUrl as exc:
+        raise ApiError(
+            422,
+            f"url is not allowed for agent traffic: {exc}",
+            "unsafe_url",
+            fields=[{"field": "url", "location": "body", "message": str(exc)}],
+        ) from None
 
 
 @router.post(

@@ -96,6 +96,16 @@ async def test_state_for_online_paused_and_removed(stack: Stack) -> None:
             assert gone.status_code == 404
             assert gone.json()["deleted"] is True and gone.json()["status"] == "removed"
             assert (await client.get(f"/workspaces/{wid}/state")).json()["deleted"] is True
+            # Everywhere else a removed workspace is 410, to its agent and to the operator.
+            for caller in (me, client):
+                for method, path, body in (
+                    ("POST", "activity", report()),
+                    ("GET", "activity", None),
+                    ("POST", "notify", {"message": "too late"}),
+                ):
+                    gone = await caller.request(method, f"/workspaces/{wid}/{path}", json=body)
+                    assert gone.status_code == 410, (method, path, gone.text)
+                    assert gone.json()["code"] == "workspace_removed"
         missing = await client.get(f"/workspaces/{uuid.uuid4()}/state")
         assert missing.status_code == 404 and missing.json()["deleted"] is True
 
@@ -285,6 +295,11 @@ async def test_first_register_mints_the_token_once_inside_the_claim_window(stack
         wid = created["id"]
         assert created["auth_token"] is None
         async with httpx.AsyncClient(base_url=stack.api_url) as anonymous:
+            # A register refused for its body claims nothing: the agent's corrected retry still can.
+            unsafe = await anonymous.post(
+                "/registry/register", json={"id": wid, "url": "http://169.254.169.254/"}
+            )
+            assert unsafe.status_code == 422, unsafe.text
             body = {"id": wid, "url": "remote://no-inbound", "agent_card": {"name": "remote"}}
             first, second = await asyncio.gather(
                 anonymous.post("/registry/register", json=body),
@@ -358,45 +373,71 @@ async def test_an_sdk_shaped_agent_loop_runs_until_the_operator_pauses_it(stack:
 
             cursor: str | None = None
             handled: list[tuple[str, str, str]] = []
-            ticks = 0
-            while True:
-                ticks += 1
-                assert ticks < 200, "the loop never saw the pause"
-                await sdk.post("/registry/heartbeat", json=beat)
-                state = await sdk.get(f"/workspaces/{wid}/state")
-                if state.status_code == 404 or state.json()["paused"] or state.json()["deleted"]:
-                    break
-                params: dict[str, Any] = {"type": "a2a_receive", "limit": 100}
-                if cursor:
-                    params["since_id"] = cursor
-                batch = await sdk.get(f"/workspaces/{wid}/activity", params=params)
-                assert batch.status_code == 200, batch.text
-                for row in batch.json():
-                    data = row["data"]
-                    handled.append((row["id"], data["source"], data["text"]))
-                    if data["source"] == "canvas_user":
-                        summary = {"uri": "workspace:/chat-uploads/x-summary.md", "name": "summary.md"}
-                        reply = {"message": "here it is", "attachments": [summary]}
-                        assert (await sdk.post(f"/workspaces/{wid}/notify", json=reply)).status_code == 200
-                    else:
-                        answer = rpc("all good", f"r-{row['id']}", role="agent", rpc_id=row["id"])
-                        sent = await sdk.post(
-                            f"/workspaces/{data['source_id']}/a2a",
-                            json=answer,
-                            headers={"X-Workspace-ID": wid},
-                        )
-                        assert sent.status_code == 202, sent.text  # the peer polls too
-                    cursor = row["id"]
-                if len(handled) == 2 and ticks > 2:
-                    # Everything answered: the operator pauses the workspace; the next tick stops.
-                    assert (await operator.post(f"/workspaces/{wid}/pause")).status_code in (200, 202)
+            pause_asked = False
+            # The SDK's run loop with a short poll interval; bounded in case it never sees the pause.
+            async with asyncio.timeout(60):
+                while True:
+                    await sdk.post("/registry/heartbeat", json=beat)
+                    state = await sdk.get(f"/workspaces/{wid}/state")
+                    if state.status_code == 404 or state.json()["paused"] or state.json()["deleted"]:
+                        break
+                    params: dict[str, Any] = {"type": "a2a_receive", "limit": 100}
+                    if cursor:
+                        params["since_id"] = cursor
+                    batch = await sdk.get(f"/workspaces/{wid}/activity", params=params)
+                    assert batch.status_code == 200, batch.text
+                    for row in batch.json():
+                        data = row["data"]
+                        handled.append((row["id"], data["source"], data["text"]))
+                        if data["source"] == "canvas_user":
+                            summary = {"uri": "workspace:/chat-uploads/x-summary.md", "name": "summary.md"}
+                            reply = {"message": "here it is", "attachments": [summary]}
+                            assert (
+                                await sdk.post(f"/workspaces/{wid}/notify", json=reply)
+                            ).status_code == 200
+                        else:
+                            answer = rpc("all good", f"r-{row['id']}", role="agent", rpc_id=row["id"])
+                            sent = await sdk.post(
+                                f"/workspaces/{data['source_id']}/a2a",
+                                json=answer,
+                                headers={"X-Workspace-ID": wid},
+                            )
+                            assert sent.status_code == 202, sent.text  # the peer polls too
+                        cursor = row["id"]
+                    if len(handled) == 2 and not pause_asked:
+                        # Everything answered: the operator pauses the workspace; the loop sees it and stops.
+                        assert (await operator.post(f"/workspaces/{wid}/pause")).status_code in (200, 202)
+                        pause_asked = True
+                    await asyncio.sleep(0.1)  # the SDK's poll interval (5 s by default)
 
         assert [(source, text) for _, source, text in handled] == [
             ("canvas_user", "summarise the report"),
             ("peer_agent", "status?"),
-        ], "each message once, in order, its own notify never echoed back"
+        ], f"each message once, in order, its own notify never echoed back: {handled}"
         message = await events.wait_type("AGENT_MESSAGE", wid)
         assert message["payload"]["attachments"][0]["name"] == "summary.md"
         async with agent(stack, peer_token) as other:
             inbox = (await other.get(f"/workspaces/{peer}/activity", params={"type": "a2a_receive"})).json()
         assert [r["data"]["text"] for r in inbox] == ["all good"] and inbox[0]["source_id"] == wid
+
+
+async def test_each_log_insert_takes_its_workspace_lock_before_its_id(database_url: str) -> None:
+    """The proxy's one-statement log relies on the lock subquery running once, before any row is
+    formed (an InitPlan), so before nextval draws the row's id: PostgreSQL's plan must say so."""
+    from store.a2a import _LOG_CALL
+    from store.db import create_pool
+
+    conn = await create_pool(database_url)
+    try:
+        wid = str(uuid.uuid4())
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                f"EXPLAIN (VERBOSE) {_LOG_CALL}",
+                None, wid, "m", "s", {}, None, 1, "ok", None, "A2A_RESPONSE", {}, "molecule_events",
+            )
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    assert plan.count("One-Time Filter") >= 2, plan  # both inserts wait for the locks
+    assert "pg_advisory_xact_lock" in plan and "InitPlan" in plan, plan

@@ -11,6 +11,7 @@ import pytest
 from domain.activity import (
     MAX_LIMIT,
     MAX_SINCE_SECS,
+    ActivityFilter,
     CursorLost,
     InvalidFilter,
     inbound_view,
@@ -24,7 +25,7 @@ NONE = dict.fromkeys(
 )
 
 
-def filt(**given: str | None):  # type: ignore[no-untyped-def]
+def filt(**given: str | None) -> ActivityFilter:
     return parse_filter(**(NONE | given))
 
 
@@ -45,6 +46,9 @@ def test_defaults_read_the_latest_hundred_oldest_first() -> None:
         ("since_id", "-1", "since_id"),
         ("limit", "0", "limit"),
         ("limit", str(MAX_LIMIT + 1), "limit"),
+        ("limit", "²", "limit"),  # a digit to str.isdigit(), not to int()
+        ("since_secs", "9" * 5000, "since_secs"),  # past int()'s digit limit
+        ("before_ts", "9999-12-31T23:59:59-23:59", "before_ts"),  # no UTC time for it
         ("peer_id", "1234", "peer_id must be a UUID"),
         ("before_ts", "2026-01-01", "before_ts"),
         ("before_ts", "2026-01-01T00:00:00", "before_ts"),  # no offset: ambiguous
