@@ -3,7 +3,8 @@ every attempt is visible in the history and the backoff is a timer the test serv
 
 Two intents share the one stop-with-backoff loop: `stop_bounded` (restart, pause, hibernate, the
 rescue reap: three attempts, then a reaper keeps at it while the workspace moves on) and
-`stop_until_gone` (delete: never gives up, reports its progress)."""
+`stop_until_gone` (delete: never gives up, reports its progress). What follows a confirmed stop
+lives here too: removing volumes and chat files, and waking the reapers of old instances."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from workflows.calls import failure_type
 
 with workflow.unsafe.imports_passed_through():
     from domain import contract
-    from domain.contract import ActivityErrorType
+    from domain.contract import ActivityErrorType, Signal
     from domain.events import EventType
     from domain.failures import STOP_FAILED, VOLUMES_FOREIGN
-    from domain.models import ReapRequest, StopRequest, TeardownState, VolumesRequest
+    from domain.models import FilesRequest, ReapRequest, StopRequest, TeardownState, VolumesRequest
     from domain.teardown import LEAK_SUSPECT_AFTER, RESTART_STOP_ATTEMPTS, stop_backoff
 
 _ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
@@ -34,6 +35,10 @@ _FOREVER = RetryPolicy(
     non_retryable_error_types=[ActivityErrorType.FOREIGN_RESOURCE],
 )
 _STOP_TIMEOUT = timedelta(seconds=90)
+# About nine minutes of attempts at deleting the chat files before they are kept, with an event.
+_FILES_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60), maximum_attempts=15
+)
 
 EventWriter = Callable[[EventType, dict[str, Any]], Awaitable[None]]
 
@@ -155,3 +160,28 @@ class Stopper:
                 {"workspace_id": self.workspace_id, "reason": VOLUMES_FOREIGN},
             )
             return False
+
+    async def remove_files(self) -> None:
+        """The chat files, once teardown completed (an upload racing the delete is refused by its row
+        insert). Bounded: a file store that stays down keeps them, with an event, and the teardown
+        still completes."""
+        try:
+            await workflow.execute_activity(
+                contract.remove_files,
+                FilesRequest(self.workspace_id),
+                start_to_close_timeout=timedelta(seconds=120),
+                retry_policy=_FILES_RETRY,
+            )
+        except ActivityError:
+            await self._record_event(
+                EventType.WORKSPACE_FILES_KEPT, {"reason": "the file store did not answer"}
+            )
+
+    async def wake_reapers(self, reapers: list[str]) -> None:
+        """Teardown confirmed every instance gone: a reaper waiting out its backoff can finish now."""
+        for reaper_id in reapers:
+            try:
+                await workflow.get_external_workflow_handle(reaper_id).signal(Signal.RETRY_NOW)
+            except Exception:
+                workflow.logger.info("reaper %s already finished", reaper_id)
+        reapers.clear()

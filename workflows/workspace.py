@@ -37,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         CommandKind,
         DeleteRequest,
         DrainSignal,
-        FilesRequest,
         HeartbeatSignal,
         InstanceReaped,
         LivenessReport,
@@ -74,10 +73,6 @@ _START_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 # A start heartbeats while it launches: a worker killed mid-start is noticed this fast, and the
 # start can be told to give up when the workspace moves on.
 _START_HEARTBEAT = timedelta(seconds=10)
-# About ten minutes of attempts at deleting the chat files before they are kept, with an event.
-_FILES_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60), maximum_attempts=15
-)
 # Seconds before a deadline at which the workflow wakes to re-arm its timer. The last stretch stays
 # over a second: the server fires a shorter timer only after a second.
 DEADLINE_APPROACH = 3.0
@@ -562,36 +557,12 @@ class WorkspaceWorkflow:
         teardown.complete = True
         await self._record_teardown()
         if workflow.patched("chat-files-removed-at-teardown"):
-            await self._remove_files()
-        await self._wake_reapers()
+            await self._stopper.remove_files()
+        await self._stopper.wake_reapers(self.state.reapers)
         await self._record_event(
             EventType.WORKSPACE_TEARDOWN_COMPLETE,
             {"attempts": teardown.attempts, "last_error": teardown.last_error},
         )
-
-    async def _remove_files(self) -> None:
-        """The chat files (an upload racing the delete is refused by its row insert). Bounded: a file
-        store that stays down keeps the files, with an event, and the teardown still completes."""
-        try:
-            await workflow.execute_activity(
-                contract.remove_files,
-                FilesRequest(self.inp.workspace_id),
-                start_to_close_timeout=timedelta(seconds=120),
-                retry_policy=_FILES_RETRY,
-            )
-        except ActivityError:
-            await self._record_event(
-                EventType.WORKSPACE_FILES_KEPT, {"reason": "the file store did not answer"}
-            )
-
-    async def _wake_reapers(self) -> None:
-        """Teardown confirmed every instance gone: a reaper waiting out its backoff can finish now."""
-        for reaper_id in self.state.reapers:
-            try:
-                await workflow.get_external_workflow_handle(reaper_id).signal(Signal.RETRY_NOW)
-            except Exception:
-                workflow.logger.info("reaper %s already finished", reaper_id)
-        self.state.reapers.clear()
 
     async def _on_stop_failure(self, first_suspect: bool) -> None:
         """Called after each failed teardown stop: report progress, and carry on in a new run when
