@@ -34,6 +34,11 @@ INT8_MAX = 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def unstorable(value: str) -> bool:
+    """Text PostgreSQL refuses: NUL characters or lone UTF-16 surrogates."""
+    return "\x00" in value or _SURROGATE.search(value) is not None
+
+
 def _storable_text(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters (\\u0000)")

@@ -21,6 +21,15 @@ class ObjectMissing(LookupError):
     pass
 
 
+async def _chunks(handle: Any) -> AsyncIterator[bytes]:
+    """A blocking file-like object's bytes, read off the event loop, closed at the end."""
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            yield chunk
+    finally:
+        handle.close()
+
+
 class ObjectStore(ABC):
     """Keys are relative paths ('workspaces/<id>/chat-uploads/<file>'); callers build them."""
 
@@ -64,11 +73,8 @@ class DirectoryStore(ObjectStore):
             handle = await asyncio.to_thread(path.open, "rb")
         except FileNotFoundError:
             raise ObjectMissing(key) from None
-        try:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                yield chunk
-        finally:
-            handle.close()
+        async for chunk in _chunks(handle):
+            yield chunk
 
     async def delete_prefix(self, prefix: str) -> int:
         path = self._path(prefix)
@@ -101,12 +107,8 @@ class S3Store(ObjectStore):
             reply = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=key)
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissing(key) from None
-        body = reply["Body"]
-        try:
-            while chunk := await asyncio.to_thread(body.read, CHUNK):
-                yield chunk
-        finally:
-            body.close()
+        async for chunk in _chunks(reply["Body"]):
+            yield chunk
 
     async def delete_prefix(self, prefix: str) -> int:
         def remove() -> int:

@@ -28,14 +28,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def insert_token(conn: asyncpg.Connection, workspace_id: str, minted: MintedToken, kind: str) -> None:
-    await conn.execute(
-        "INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind) VALUES ($1, $2, $3, $4)",
+async def insert_token(conn: asyncpg.Connection, workspace_id: str, minted: MintedToken, kind: str) -> int:
+    """The new token's id."""
+    token_id: int = await conn.fetchval(
+        """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
+           VALUES ($1, $2, $3, $4) RETURNING id""",
         workspace_id,
         minted.token_hash,
         minted.prefix,
         kind,
     )
+    return token_id
 
 
 async def revoke_instance_tokens(conn: asyncpg.Connection, workspace_id: str) -> None:
@@ -51,10 +54,7 @@ async def replace_instance_token(conn: asyncpg.Connection, workspace_id: str) ->
     minted = mint_token()
     async with conn.transaction():
         await revoke_instance_tokens(conn, workspace_id)
-        await insert_token(conn, workspace_id, minted, "instance")
-        token_id: int = await conn.fetchval(
-            "SELECT id FROM workspace_auth_tokens WHERE token_hash = $1", minted.token_hash
-        )
+        token_id = await insert_token(conn, workspace_id, minted, "instance")
     return minted.token, token_id
 
 
@@ -123,13 +123,7 @@ async def mint_extra(pool: asyncpg.Pool, workspace_id: str) -> tuple[MintedToken
         if live >= MAX_LIVE_TOKENS:
             return None
         await close_register_claim(conn, workspace_id)
-        token_id: int = await conn.fetchval(
-            """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
-               VALUES ($1, $2, $3, 'minted') RETURNING id""",
-            workspace_id,
-            minted.token_hash,
-            minted.prefix,
-        )
+        token_id = await insert_token(conn, workspace_id, minted, "minted")
     return minted, token_id
 
 
@@ -182,13 +176,7 @@ async def claim_by_register(pool: asyncpg.Pool, workspace_id: str) -> Claim | No
         )
         if until is None:
             return None
-        token_id: int = await conn.fetchval(
-            """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix, kind)
-               VALUES ($1, $2, $3, 'register') RETURNING id""",
-            workspace_id,
-            minted.token_hash,
-            minted.prefix,
-        )
+        token_id = await insert_token(conn, workspace_id, minted, "register")
     return Claim(minted.token, token_id, until)
 
 

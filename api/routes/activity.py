@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Query
 from api.deps import PoolDep, WorkspaceOrOperator, check_owner_or_operator, live_workspace, parse_workspace_id
 from api.errors import ApiError
 from api.openapi import AUTHENTICATED, errors
-from api.schemas import ActivityLogged, ActivityReport, ActivityRow, Notified, NotifyBody
+from api.schemas import ActivityLogged, ActivityReport, ActivityRow, Notified, NotifyBody, unstorable
 from domain.a2a import bounded_json, preview
 from domain.activity import (
     ACTIVITY_TYPES,
@@ -35,7 +34,6 @@ SUMMARY_CHARS = 1000
 ERROR_CHARS = 4000
 _ATTACHMENT_TEXT = {"uri": 2048, "name": 255, "mimeType": 255}
 _ATTACHMENT_SCHEMES = ("workspace:/", "https://", "http://")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _id_or_none(value: str | None, field: str) -> str | None:
@@ -180,7 +178,7 @@ def _check_attachments(attachments: list[dict[str, Any]]) -> list[dict[str, Any]
                 raise ApiError(
                     400, f"attachment[{i}]: {key} must be at most {limit} characters", "invalid_attachment"
                 )
-            if "\x00" in text or _SURROGATE.search(text):
+            if unstorable(text):
                 raise ApiError(
                     400,
                     f"attachment[{i}]: {key} must not contain NUL or lone surrogates",

@@ -4,6 +4,7 @@ stores them and names each with a `workspace:/` URI; `GET .../chat/download?uri=
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -92,7 +93,7 @@ async def upload(
             except Exception as exc:  # the store (disk, S3) is a dependency: its failure is a 503
                 log.warning("workspace %s: could not store an upload (%s)", wid, type(exc).__name__)
                 raise _store_unavailable() from None
-            if not await file_store.insert(pool, _uuid(file_id), wid, key, name, mime, size):
+            if not await file_store.insert(pool, str(uuid.UUID(file_id)), wid, key, name, mime, size):
                 # Removed meanwhile, its files perhaps already deleted: this one must not outlive it.
                 await platform.objects.delete_prefix(key)
                 raise ApiError(410, f"workspace {wid} was removed", "workspace_removed", id=wid)
@@ -104,10 +105,6 @@ async def upload(
 
 def _store_unavailable() -> ApiError:
     return ApiError(503, "the file store is unavailable; retry shortly", "file_store_unavailable")
-
-
-def _uuid(hex_id: str) -> str:
-    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
 @router.get(

@@ -3,7 +3,6 @@ and the reference agent as the target (its faults.json switches it between modes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,23 +13,13 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.integration.api import bearer, create
+from tests.integration.api import bearer, create, until
 from tests.integration.conftest import Stack
 from tests.integration.sse import EventStream
 
 pytestmark = pytest.mark.integration
 
 FAST = {"HEARTBEAT_INTERVAL": "0.5"}
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
-    """Await a condition the platform reaches asynchronously (the API offers no event for it)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def send(text: str, message_id: str | None = None) -> dict[str, Any]:

@@ -13,10 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.integration.api import bearer
+from tests.integration.api import bearer, until
 from tests.integration.conftest import Stack
 from tests.integration.sse import EventStream
-from tests.integration.test_a2a import as_workspace, external, queue_rows, send, start_agent, until
+from tests.integration.test_a2a import as_workspace, external, queue_rows, send, start_agent
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.integration.api import bearer, create
+from tests.integration.api import bearer, create, until
 from tests.integration.conftest import Stack
 from tests.integration.sse import EventStream
 
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def stack(make_stack: Callable[..., Awaitable[Stack]]) -> Stack:
     return await make_stack(REGISTER_CLAIM_WINDOW_SECONDS=3600)
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def agent(stack: Stack, token: str) -> httpx.AsyncClient:
