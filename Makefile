@@ -16,8 +16,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/molecule up
 
+# Each xdist worker has its own PostgreSQL and Temporal; a module's tests stay on one worker.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,6 +10,8 @@ Two images, each tagged by a hash of its content so a rebuild happens only after
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -172,9 +175,26 @@ def _tree_hash(root: Path) -> bytes:
     return digest.digest()
 
 
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One builder per host at a time (parallel test workers, `make run` beside a test run): the
+    second waits, then finds the first one's image."""
+    path = Path(tempfile.gettempdir()) / "molecule-agent-image.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_agent_image(client: docker.DockerClient | None = None) -> str:
     """The tag of an image running the reference agent, built only if this content is new."""
-    client = client or docker.from_env()
+    with _build_lock():
+        return _ensure_agent_image(client or docker.from_env())
+
+
+def _ensure_agent_image(client: docker.DockerClient) -> str:
     base = ensure_base_image(client)
     with tempfile.TemporaryDirectory(prefix="molecule-image-") as tmp:
         context = Path(tmp) / "context"
