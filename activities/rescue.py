@@ -16,7 +16,8 @@ from domain.models import RescueRequest
 from domain.redaction import MASK, Redactor, redact_sections
 from store import events as event_store
 from store import rescue as rescue_store
-from store import workspaces as ws_store
+from store import secrets as secret_store
+from store.keyring import Keyring
 
 log = logging.getLogger("molecule.rescue")
 
@@ -24,7 +25,7 @@ RedactorFactory = Callable[[asyncpg.Pool, str], Awaitable[Redactor | None]]
 
 # This workspace's redactor, or None when its secrets cannot be read (then: no bundle). The same one
 # the API applies to a boot watcher's log tail, so it lives in the store, below both.
-redactor_for: RedactorFactory = rescue_store.redactor_for
+redactor_for = rescue_store.redactor_for
 
 
 async def capture_rescue_bundle(
@@ -33,6 +34,7 @@ async def capture_rescue_bundle(
     templates: TemplateCatalog,
     req: RescueRequest,
     make_redactor: RedactorFactory,
+    keyring: Keyring,
 ) -> bool:
     """Collect, redact and store the bundle. False (and nothing stored) without a redactor."""
     redactor = await make_redactor(pool, req.workspace_id)
@@ -49,7 +51,8 @@ async def capture_rescue_bundle(
     sections["template_config"] = (
         yaml.safe_dump(template.model_dump(mode="json"), sort_keys=False) if template else ""
     )
-    env_names = sorted(await ws_store.get_env(pool, req.workspace_id))
+    values, unreadable = await secret_store.readable_values(pool, keyring, req.workspace_id)
+    env_names = sorted(set(values) | unreadable)
     sections["env"] = "".join(f"{name}={MASK}\n" for name in env_names)
     if req.log_tail:
         sections["log_tail"] = req.log_tail

@@ -41,12 +41,15 @@ from domain.models import (
     VolumesRequest,
 )
 from domain.redaction import Redactor
+from domain.secrets import DECRYPT_GLOBAL_FAILED, DECRYPT_WORKSPACE_FAILED, Scope
 from domain.status import WorkspaceStatus
 from domain.templates import missing_required_env
 from domain.timeouts import resolve_provision_timeout
 from store import chat_files as chat_file_store
 from store import events as event_store
+from store import secrets as secret_store
 from store import workspaces as ws_store
+from store.keyring import Keyring, load_keyring
 from store.objects import ObjectStore, object_store, workspace_prefix
 from store.tokens import hash_token
 
@@ -91,13 +94,22 @@ async def _heartbeating(task: asyncio.Future[Any]) -> Any:
 
 class WorkspaceActivities:
     def __init__(
-        self, pool: asyncpg.Pool, settings: Settings, backends: Backends, templates: TemplateCatalog
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        backends: Backends,
+        templates: TemplateCatalog,
+        keyring: Keyring | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.backends = backends
         self.templates = templates
+        self.keyring = keyring or load_keyring(settings.secrets_encryption_key, settings.data_dir)
         self._objects: ObjectStore | None = None
+
+    async def _redactor(self, pool: asyncpg.Pool, workspace_id: str) -> Redactor | None:
+        return await redactor_for(pool, workspace_id, self.keyring)
 
     @implements(contract.prepare_provision)
     async def prepare_provision(self, req: ProvisionRequest) -> ProvisionPlan:
@@ -105,8 +117,10 @@ class WorkspaceActivities:
             # The API inserts the row in the transaction that starts the workflow: it may not be
             # committed yet, or it was rolled back. The workflow waits on timers and asks again.
             raise not_found(req.workspace_id)
-        env = await ws_store.get_env(self.pool, req.workspace_id)
-        return plan_provision(self.settings, self.templates, req, env)
+        # Names only leave this activity (the missing ones). One that cannot be decrypted counts as
+        # set: the start reports it, with the fixed words for a secret that cannot be read.
+        values, unreadable = await secret_store.readable_values(self.pool, self.keyring, req.workspace_id)
+        return plan_provision(self.settings, self.templates, req, values | dict.fromkeys(unreadable, "?"))
 
     async def _fence(self, req: StartRequest) -> None:
         fence = await ws_store.launch_fence(self.pool, req.workspace_id)
@@ -129,6 +143,17 @@ class WorkspaceActivities:
                             await backend.stop(instance.instance_id)
             raise
 
+    async def _instance_secrets(self, workspace_id: str) -> dict[str, str]:
+        try:
+            return await secret_store.values_for(self.pool, self.keyring, workspace_id)
+        except secret_store.SecretsUndecryptable as exc:
+            # Fixed words and type: the key's name, version and the cipher's error are in the log.
+            if exc.scope == Scope.GLOBAL:
+                kind, message = ActivityErrorType.GLOBAL_SECRET_UNDECRYPTABLE, DECRYPT_GLOBAL_FAILED
+            else:
+                kind, message = ActivityErrorType.WORKSPACE_SECRET_UNDECRYPTABLE, DECRYPT_WORKSPACE_FAILED
+            raise ApplicationError(message, type=kind, non_retryable=True) from None
+
     @implements(contract.start_instance)
     async def start_instance(self, req: StartRequest) -> StartResult:
         await self._check_not_superseded(req)
@@ -148,7 +173,7 @@ class WorkspaceActivities:
             runtime=req.runtime,
             generation=req.generation,
             template=self.templates.for_workspace(req.template, req.runtime),
-            env=await ws_store.get_env(self.pool, req.workspace_id),
+            env=await self._instance_secrets(req.workspace_id),
             token=token,
             platform_url=self.settings.platform_url,
             tier=row["tier"],
@@ -227,6 +252,9 @@ class WorkspaceActivities:
     async def stop_instances(self, req: StopRequest) -> StopReport:
         """Stop every instance of the workspace the request covers (not only the recorded one: a
         launch nobody recorded must not outlive it), then confirm none is left."""
+        return await _heartbeating(asyncio.ensure_future(self._stop_instances(req)))  # type: ignore[no-any-return]
+
+    async def _stop_instances(self, req: StopRequest) -> StopReport:
         with backend_outcome("stop", req.workspace_id):
             backend = self.backends.get(req.backend)
             found = _covered(await backend.list_managed(req.workspace_id), req.below_generation)
@@ -246,10 +274,15 @@ class WorkspaceActivities:
     async def remove_volumes(self, req: VolumesRequest) -> None:
         # A backend this worker cannot drive may be fixed by the next worker: retried, not final.
         with backend_outcome("volume removal", req.workspace_id, config_is_final=False):
-            await self.backends.get(req.backend).remove_volumes(req.workspace_id)
+            await _heartbeating(
+                asyncio.ensure_future(self.backends.get(req.backend).remove_volumes(req.workspace_id))
+            )
 
     @implements(contract.remove_files)
     async def remove_files(self, req: FilesRequest) -> None:
+        await _heartbeating(asyncio.ensure_future(self._remove_files(req)))
+
+    async def _remove_files(self, req: FilesRequest) -> None:
         # Objects first: a row without its object is harmless, an object without its row is a leak.
         if self._objects is None:
             self._objects = object_store(self.settings)
@@ -287,6 +320,9 @@ class WorkspaceActivities:
     @implements(contract.record_teardown)
     async def record_teardown(self, record: TeardownRecord) -> None:
         await ws_store.record_teardown(self.pool, record.workspace_id, asdict(record.teardown))
+        if record.teardown.complete:
+            # Nothing starts with them again: a removed workspace keeps no secret.
+            await secret_store.delete_all_of(self.pool, record.workspace_id)
 
     @implements(contract.check_idle)
     async def check_idle(self, workspace_id: str) -> IdleReport:
@@ -295,7 +331,9 @@ class WorkspaceActivities:
 
     @implements(contract.capture_rescue)
     async def capture_rescue(self, req: RescueRequest) -> bool:
-        return await capture_rescue_bundle(self.pool, self.backends, self.templates, req, redactor_for)
+        return await capture_rescue_bundle(
+            self.pool, self.backends, self.templates, req, self._redactor, self.keyring
+        )
 
     @implements(contract.record_event)
     async def record_event(self, record: EventRecord) -> None:

@@ -23,6 +23,7 @@ from config.templates import TemplateCatalog
 from relay.dispatch import Dispatcher
 from relay.forward import ForwardConfig, Forwarder
 from store.db import create_pool
+from store.keyring import load_keyring
 from store.objects import object_store
 
 log = logging.getLogger("molecule.api")
@@ -46,6 +47,9 @@ class Platform:
         )
         self.dispatcher = Dispatcher(settings.ssrf_policy())
         self.objects = object_store(settings)
+        # Loaded at start: a malformed key stops the API here, before it accepts a secret it could
+        # not read back.
+        self.keyring = load_keyring(settings.secrets_encryption_key, settings.data_dir)
         self._forwarder: Forwarder | None = None
         self._background: set[asyncio.Task[Any]] = set()
 

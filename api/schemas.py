@@ -11,17 +11,20 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.json_bounds import bound_violation
+from domain.secrets import KEY_PATTERN, MAX_KEY_CHARS
 
 # How a new workspace's first token reaches its agent (names, not secrets).
 TOKEN_AT_CREATE: Final = "create"  # noqa: S105
 TOKEN_AT_REGISTER: Final = "register"  # noqa: S105
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
-    bad = [k for k in env if not _ENV_NAME.match(k)]
+    """Create's env becomes the workspace's secrets: the same names, and the same bound on values."""
+    bad = [k for k in env if len(k) > MAX_KEY_CHARS or not KEY_PATTERN.fullmatch(k)]
     if bad:
-        raise ValueError(f"invalid env variable names: {', '.join(sorted(bad))}")
+        raise ValueError(
+            f"invalid env variable names (upper-case letters, digits and _): {', '.join(sorted(bad)[:20])}"
+        )
     return env
 
 

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     files_s3_endpoint_url: str = ""
     files_s3_region: str = "us-east-1"
 
+    # Base64 of 32 bytes (version 1), or `N:base64,…` to keep older versions readable; unset, the key
+    # is generated in the data dir. Never logged: a malformed one stops the process (store/keyring).
+    secrets_encryption_key: str | None = Field(default=None, repr=False)
+
     @field_validator("*", mode="wrap")
     @classmethod
     def _lenient(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:

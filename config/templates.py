@@ -30,7 +30,7 @@ class TemplateCatalog:
                     raise ValueError("top level must be a mapping")
                 templates[name] = parse_template(name, data)
             except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
-                log.warning("skipping template %s: %s", path, exc)
+                log.warning("skip %s: %s", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         self._templates = templates
 
     def names(self) -> list[str]:

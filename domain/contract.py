@@ -100,6 +100,9 @@ class ActivityErrorType(StrEnum):
     BACKEND = "BackendError"  # transient: retried
     FOREIGN_RESOURCE = "ForeignResource"  # owned by another platform: never touched, not retried
     SUPERSEDED = "Superseded"  # the workspace moved on (removed, or a newer generation)
+    # A secret the start needs cannot be decrypted (unknown key version, wrong key): not retried.
+    GLOBAL_SECRET_UNDECRYPTABLE = "GlobalSecretUndecryptable"  # noqa: S105 - a name, not a secret
+    WORKSPACE_SECRET_UNDECRYPTABLE = "WorkspaceSecretUndecryptable"  # noqa: S105
 
 
 class Rejection(StrEnum):

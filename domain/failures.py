@@ -5,6 +5,7 @@ to the worker log and, redacted, to the rescue bundle; events and rows get one m
 from __future__ import annotations
 
 from domain.contract import ActivityErrorType
+from domain.secrets import DECRYPT_GLOBAL_FAILED, DECRYPT_WORKSPACE_FAILED
 
 START_FAILED = "could not start the instance (details in the rescue bundle and the worker log)"
 START_REFUSED = (
@@ -17,4 +18,9 @@ VOLUMES_FOREIGN = "the volumes belong to another platform and were left in place
 
 def start_failure_message(error_type: str | None) -> str:
     """The public message for a start that failed with this `ApplicationError.type`."""
-    return START_REFUSED if error_type == ActivityErrorType.BACKEND_CONFIG else START_FAILED
+    fixed: dict[str, str] = {
+        ActivityErrorType.BACKEND_CONFIG: START_REFUSED,
+        ActivityErrorType.GLOBAL_SECRET_UNDECRYPTABLE: DECRYPT_GLOBAL_FAILED,
+        ActivityErrorType.WORKSPACE_SECRET_UNDECRYPTABLE: DECRYPT_WORKSPACE_FAILED,
+    }
+    return fixed.get(error_type or "", START_FAILED)

@@ -10,6 +10,20 @@ class RuntimeConfig(BaseModel):
 
     provision_timeout_seconds: int | None = Field(default=None, gt=0)
     required_env: list[str] = Field(default_factory=list)
+    model: str | None = None  # the runtime's default model
+    providers: list[str] = Field(default_factory=list)  # provider slugs the runtime supports
+
+
+class ProviderEntry(BaseModel):
+    """One entry of a template's top-level `providers:` block (its provider registry)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    auth_env: list[str] | str | None = None
+    model_prefixes: list[str] | None = None
+    model_aliases: list[str] | dict[str, str] | None = None
+    base_url: str | None = None
 
 
 class Template(BaseModel):
@@ -25,6 +39,28 @@ class Template(BaseModel):
     instance_type: str | None = None  # ec2 backend (else EC2_INSTANCE_TYPE)
     env: dict[str, str] = Field(default_factory=dict)
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    model: str | None = None  # legacy: a top-level default model
+    providers: list[ProviderEntry] = Field(default_factory=list)
+    description: str | None = None
+
+    @property
+    def default_model(self) -> str | None:
+        return self.model or self.runtime_config.model or None
+
+    def summary(self, template_id: str) -> dict[str, Any]:
+        """What `GET /templates` shows of it: fields a template does not declare are left out."""
+        out: dict[str, Any] = {"id": template_id, "name": self.name, "runtime": self.runtime}
+        optional: dict[str, Any] = {
+            "description": self.description,
+            "backend": self.backend,
+            "model": self.default_model,
+            "required_env": self.runtime_config.required_env,
+            "provision_timeout_seconds": self.runtime_config.provision_timeout_seconds,
+            "providers": self.runtime_config.providers,
+            "provider_registry": [p.model_dump(exclude_none=True) for p in self.providers],
+        }
+        out.update({k: v for k, v in optional.items() if v})
+        return out
 
 
 def parse_template(name: str, data: dict[str, Any]) -> Template:

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 workspace_app = typer.Typer(no_args_is_help=True, help="Create and inspect workspaces through the API")
 app.add_typer(workspace_app, name="workspace")
+secrets_app = typer.Typer(no_args_is_help=True, help="The secrets' encryption keys (run beside the database)")
+app.add_typer(secrets_app, name="secrets")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -73,10 +75,15 @@ def up(
 def worker() -> None:
     """Run a Temporal worker for the `workspaces` task queue."""
     from config.settings import get_settings
+    from store.keyring import KeyringError
     from workers.main import run_worker
 
     _logging()
-    asyncio.run(run_worker(get_settings()))
+    try:
+        asyncio.run(run_worker(get_settings()))
+    except KeyringError as exc:
+        err_console.print(f"cannot start the worker: {exc}")
+        _hard_exit(2)
     _hard_exit(0)
 
 
@@ -91,10 +98,16 @@ def api(
     from api.app import create_app
     from api.server import server_config
     from config.settings import get_settings
+    from store.keyring import KeyringError
 
     _logging()
     settings = get_settings()
-    uvicorn.Server(server_config(create_app(settings), host, port, settings)).run()
+    try:
+        application = create_app(settings)
+    except KeyringError as exc:
+        err_console.print(f"cannot start the API: {exc}")
+        _hard_exit(2)
+    uvicorn.Server(server_config(application, host, port, settings)).run()
     _hard_exit(0)
 
 
@@ -111,6 +124,61 @@ def migrate() -> None:
         raise typer.Exit(2)
     applied = asyncio.run(apply_migrations(dsn))
     console.print(f"applied: {applied or 'nothing, up to date'}")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Add a fresh key version to the data dir's key file (the embedded default). New values are sealed
+    with it at once; run `molecule secrets rotate` to re-encrypt the older ones."""
+    from config.settings import get_settings
+    from store.keyring import KeyringError, add_key_version, key_file
+
+    settings = get_settings()
+    if settings.secrets_encryption_key:
+        err_console.print(
+            "SECRETS_ENCRYPTION_KEY is set: add the new version there (`N:base64,…`), not to a key file"
+        )
+        raise typer.Exit(2)
+    try:
+        version = add_key_version(settings.data_dir)
+    except (OSError, KeyringError) as exc:
+        err_console.print(f"cannot add a key to {key_file(settings.data_dir)}: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"key version {version} added to {key_file(settings.data_dir)}")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every secret under the newest key version. Values that cannot be read are left as
+    they are, and named in the log."""
+    from config.settings import get_settings
+    from store.db import create_pool
+    from store.keyring import KeyringError, load_keyring
+    from store.secrets import rotate
+
+    _logging()
+    settings = get_settings()
+    if not settings.database_url:
+        err_console.print("DATABASE_URL is not set")
+        raise typer.Exit(2)
+    try:
+        keyring = load_keyring(settings.secrets_encryption_key, settings.data_dir)
+    except KeyringError as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(2) from None
+
+    async def run() -> tuple[int, int]:
+        pool = await create_pool(str(settings.database_url))
+        try:
+            return await rotate(pool, keyring)
+        finally:
+            await pool.close()
+
+    rotated, unreadable = asyncio.run(run())
+    console.print(f"re-encrypted {rotated} secret(s) under key version {keyring.current}")
+    if unreadable:
+        err_console.print(f"{unreadable} secret(s) could not be decrypted and were left as they are")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,6 +8,8 @@ from typing import Any
 import asyncpg
 
 from domain.redaction import Redactor
+from store import secrets as secret_store
+from store.keyring import Keyring
 
 log = logging.getLogger("molecule.rescue")
 
@@ -36,21 +38,21 @@ async def latest_bundle(pool: asyncpg.Pool, workspace_id: str) -> dict[str, Any]
     return dict(row) if row else None
 
 
-async def secrets_of(pool: asyncpg.Pool, workspace_id: str) -> tuple[list[str], list[str]]:
-    """(env values, token hashes) of one workspace: what its redactor must never let through."""
-    async with pool.acquire() as conn:
-        values = await conn.fetch("SELECT value FROM workspace_env WHERE workspace_id = $1", workspace_id)
-        hashes = await conn.fetch(
-            "SELECT token_hash FROM workspace_auth_tokens WHERE workspace_id = $1", workspace_id
-        )
-    return [r["value"] for r in values], [r["token_hash"] for r in hashes]
+async def secrets_of(pool: asyncpg.Pool, workspace_id: str, keyring: Keyring) -> tuple[list[str], list[str]]:
+    """(secret values, token hashes) of one workspace: what its redactor must never let through. A
+    value that cannot be decrypted was never given to the agent, so it cannot leak from it."""
+    values, _ = await secret_store.readable_values(pool, keyring, workspace_id)
+    hashes = await pool.fetch(
+        "SELECT token_hash FROM workspace_auth_tokens WHERE workspace_id = $1", workspace_id
+    )
+    return list(values.values()), [r["token_hash"] for r in hashes]
 
 
-async def redactor_for(pool: asyncpg.Pool, workspace_id: str) -> Redactor | None:
-    """This workspace's redactor (known secret shapes, its env values, its tokens), or None when its
-    secrets cannot be read: then evidence that might carry one is not kept at all."""
+async def redactor_for(pool: asyncpg.Pool, workspace_id: str, keyring: Keyring) -> Redactor | None:
+    """This workspace's redactor (known secret shapes, its secret values, its tokens), or None when
+    its secrets cannot be read: then evidence that might carry one is not kept at all."""
     try:
-        values, hashes = await secrets_of(pool, workspace_id)
+        values, hashes = await secrets_of(pool, workspace_id, keyring)
     except (OSError, asyncpg.PostgresError) as exc:
         log.error(
             "workspace %s: cannot load its secrets for redaction (%s)", workspace_id, type(exc).__name__

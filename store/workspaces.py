@@ -69,8 +69,8 @@ async def lock_live_parent(conn: asyncpg.Connection, parent_id: str) -> bool:
     return status is not None and status != WorkspaceStatus.REMOVED
 
 
-async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict[str, str]) -> datetime:
-    """Insert the row (and its env); its created_at."""
+async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace) -> datetime:
+    """Insert the row; its created_at. (Its env goes in as secrets: store/secrets.py.)"""
     created_at: datetime = await conn.fetchval(
         """INSERT INTO workspaces (id, name, runtime, backend, status, template, model, role, tier,
                                    parent_id, max_concurrent_tasks, budget_limit, hibernation_idle_minutes)
@@ -90,11 +90,6 @@ async def insert_workspace(conn: asyncpg.Connection, ws: NewWorkspace, env: dict
         ws.budget_limit,
         ws.hibernation_idle_minutes,
     )
-    if env:
-        await conn.executemany(
-            "INSERT INTO workspace_env (workspace_id, name, value) VALUES ($1, $2, $3)",
-            [(ws.id, k, v) for k, v in env.items()],
-        )
     return created_at
 
 
@@ -130,11 +125,6 @@ async def list_workspaces(
         offset,
     )
     return [dict(r) for r in rows]
-
-
-async def get_env(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> dict[str, str]:
-    rows = await db.fetch("SELECT name, value FROM workspace_env WHERE workspace_id = $1", workspace_id)
-    return {r["name"]: r["value"] for r in rows}
 
 
 async def last_heartbeat_at(db: asyncpg.Pool | asyncpg.Connection, workspace_id: str) -> datetime | None:

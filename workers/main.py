@@ -31,8 +31,10 @@ from domain import contract
 from relay.dispatch import Dispatcher
 from relay.forward import ForwardConfig, Forwarder
 from store.db import create_pool
+from store.keyring import load_keyring
 from store.listener import Listener
 from store.migrate import apply_migrations
+from store.secrets import move_plain_env
 from workflows.cascade import CascadeWorkflow
 from workflows.delegation import DelegationWorkflow
 from workflows.reaper import ReaperWorkflow
@@ -121,11 +123,13 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
 async def run_worker(settings: Settings, backends: Backends | None = None) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set: the worker needs PostgreSQL (or run `molecule up`)")
+    keyring = load_keyring(settings.secrets_encryption_key, settings.data_dir)
     await apply_migrations(settings.database_url)
     pool = await create_pool(settings.database_url, max_size=20)
+    await move_plain_env(pool, keyring)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     activities = WorkspaceActivities(
-        pool, settings, backends or Backends(settings), TemplateCatalog(settings.templates_dir)
+        pool, settings, backends or Backends(settings), TemplateCatalog(settings.templates_dir), keyring
     )
     worker = build_worker(client, activities, settings.task_queue)
     stop = asyncio.Event()

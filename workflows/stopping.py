@@ -35,6 +35,9 @@ _FOREVER = RetryPolicy(
     non_retryable_error_types=[ActivityErrorType.FOREIGN_RESOURCE],
 )
 _STOP_TIMEOUT = timedelta(seconds=90)
+# These activities heartbeat while they work: one whose worker was killed is retried after this,
+# not after its whole start-to-close timeout.
+_HEARTBEAT = timedelta(seconds=10)
 # About nine minutes of attempts at deleting the chat files before they are kept, with an event.
 _FILES_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60), maximum_attempts=15
@@ -52,7 +55,11 @@ async def stop_once(req: StopRequest) -> bool:
     """One attempt at stopping every instance `req` covers, confirmed gone. False on failure."""
     try:
         await workflow.execute_activity(
-            contract.stop_instances, req, start_to_close_timeout=_STOP_TIMEOUT, retry_policy=_ONE_ATTEMPT
+            contract.stop_instances,
+            req,
+            start_to_close_timeout=_STOP_TIMEOUT,
+            heartbeat_timeout=_HEARTBEAT,
+            retry_policy=_ONE_ATTEMPT,
         )
         return True
     except ActivityError as err:
@@ -149,6 +156,7 @@ class Stopper:
                 contract.remove_volumes,
                 VolumesRequest(self.workspace_id, self.backend),
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=_HEARTBEAT,
                 retry_policy=_FOREVER,
             )
             return True
@@ -170,6 +178,7 @@ class Stopper:
                 contract.remove_files,
                 FilesRequest(self.workspace_id),
                 start_to_close_timeout=timedelta(seconds=120),
+                heartbeat_timeout=_HEARTBEAT,
                 retry_policy=_FILES_RETRY,
             )
         except ActivityError:

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import GatewayDep, Operator, PoolDep, existing_workspace_id, workspace_row
+from api.deps import GatewayDep, Operator, PlatformDep, PoolDep, existing_workspace_id, workspace_row
 from api.errors import ApiError
 from api.gateway import WorkflowGateway, WorkflowNotRunning, removed_error
 from api.openapi import AUTHENTICATED, errors
@@ -24,6 +24,7 @@ from domain.teardown import truncate_utf8
 from domain.transitions import RESUMABLE, can_hibernate
 from store import rescue as rescue_store
 from store import workspaces as ws_store
+from store.keyring import Keyring
 
 log = logging.getLogger("molecule.api")
 router = APIRouter(prefix="/workspaces", tags=["lifecycle"], dependencies=[Operator], responses=AUTHENTICATED)
@@ -211,7 +212,7 @@ async def get_rescue_bundle(workspace_id: str, pool: PoolDep) -> RescueBundle:
     responses=ACTION_ERRORS | errors(413),
 )
 async def bootstrap_failed(
-    workspace_id: str, body: BootstrapFailedBody, pool: PoolDep, gateway: GatewayDep
+    workspace_id: str, body: BootstrapFailedBody, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> dict[str, Any]:
     row = await load(pool, workspace_id)
     if row["status"] != WorkspaceStatus.PROVISIONING:
@@ -219,18 +220,20 @@ async def bootstrap_failed(
             409, f"only a provisioning workspace can fail its boot; it is {row['status']}", "invalid_state",
             current_status=row["status"],
         )  # fmt: skip
-    log_tail, tail_status = await _redacted_tail(pool, row["id"], body.log_tail)
+    log_tail, tail_status = await _redacted_tail(pool, platform.keyring, row["id"], body.log_tail)
     await gateway.signal(row["id"], Signal.BOOTSTRAP_FAILED, BootstrapFailedSignal(log_tail))
     return {"accepted": True, "log_tail_bytes": len(log_tail.encode()), "log_tail_status": tail_status}
 
 
-async def _redacted_tail(pool: asyncpg.Pool, workspace_id: str, log_tail: str) -> tuple[str, str]:
+async def _redacted_tail(
+    pool: asyncpg.Pool, keyring: Keyring, workspace_id: str, log_tail: str
+) -> tuple[str, str]:
     """The tail as it may be signalled, stored and served: redacted by the rescue bundles' redactor
     (known secret shapes, this workspace's env values and tokens), then kept to its last bytes. Without
     a redactor the tail is dropped and the verdict alone goes on (fail closed)."""
     if not log_tail:
         return "", "empty"
-    redactor = await rescue_store.redactor_for(pool, workspace_id)
+    redactor = await rescue_store.redactor_for(pool, workspace_id, keyring)
     if redactor is None:
         log.warning("workspace %s: boot watcher's log tail dropped: it cannot be redacted", workspace_id)
         return "", "dropped: it could not be redacted"

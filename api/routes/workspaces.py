@@ -35,9 +35,11 @@ from api.schemas import (
 from domain.events import EventType
 from domain.json_bounds import UNREADABLE, unservable_reason
 from domain.models import WorkspaceInput
+from domain.providers import model_secrets
 from domain.runtimes import EXTERNAL_RUNTIME, normalize_runtime
 from domain.status import WorkspaceStatus
 from store import events as event_store
+from store import secrets as secret_store
 from store import tokens
 from store import workspaces as ws_store
 
@@ -78,19 +80,23 @@ def _choose_backend(platform: Platform, body: CreateWorkspace, runtime: str) -> 
 async def create_workspace(
     body: CreateWorkspace, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> CreatedWorkspace:
-    runtime, replaced = normalize_runtime(body.runtime)
-    if replaced:
+    chosen = platform.templates.get(body.template) if body.template else None
+    if body.template and chosen is None:
+        available = ", ".join(platform.templates.names()) or "none"
+        raise ApiError(
+            422, f"unknown template {body.template!r} (available: {available})", "unknown_template"
+        )
+    # The request's runtime and model, else the named template's.
+    runtime, replaced = normalize_runtime(body.runtime or (chosen.runtime if chosen else None))
+    if replaced and body.runtime:
         log.info(
             "create %r: runtime %r is not one of the allowed runtimes; using %s",
             body.name,
             body.runtime,
             runtime,
         )
-    if body.template and platform.templates.get(body.template) is None:
-        available = ", ".join(platform.templates.names()) or "none"
-        raise ApiError(
-            422, f"unknown template {body.template!r} (available: {available})", "unknown_template"
-        )
+    template = chosen or platform.templates.for_workspace(None, runtime)
+    model = body.model or (template.default_model if template else None)
     backend = _choose_backend(platform, body, runtime)
     if body.token_delivery == TOKEN_AT_REGISTER and backend != "external":
         raise ApiError(
@@ -110,7 +116,7 @@ async def create_workspace(
         backend=backend,
         status=status,
         template=body.template,
-        model=body.model,
+        model=model,
         role=body.role,
         tier=body.tier,
         parent_id=parent_id,
@@ -132,7 +138,11 @@ async def create_workspace(
                 )
             # Held to the commit: the workflow's first activity waits on it rather than finding no row.
             await ws_store.hold_create_lock(conn, workspace_id)
-            created_at = await ws_store.insert_workspace(conn, new, body.env)
+            created_at = await ws_store.insert_workspace(conn, new)
+            # The model choice is kept as secrets too, so a restart (or a later PUT /model) keeps it.
+            await secret_store.put_workspace_secrets(
+                conn, platform.keyring, workspace_id, body.env | model_secrets(model)
+            )
             if body.token_delivery == TOKEN_AT_REGISTER:
                 await tokens.open_register_claim(
                     conn, workspace_id, platform.settings.register_claim_window_seconds

@@ -50,7 +50,6 @@ async def fleet(pool: asyncpg.Pool, count: int) -> list[tuple[str, str]]:
             await insert_workspace(
                 conn,
                 NewWorkspace(workspace_id, f"beat-{i}", "claude-code", "external", WorkspaceStatus.ONLINE),
-                {},
             )
             await insert_token(conn, workspace_id, minted, "instance")
             made.append((workspace_id, minted.token_hash))

@@ -101,7 +101,7 @@ async def test_without_a_redactor_the_verdict_stands_and_the_tail_is_dropped(
 ):
     stack = await make_stack(TEMPLATES_DIR=never_registering_templates(tmp_path / "templates"))
 
-    async def secrets_unreadable(pool, workspace_id):
+    async def secrets_unreadable(pool, workspace_id, keyring):
         return None
 
     monkeypatch.setattr(store.rescue, "redactor_for", secrets_unreadable)

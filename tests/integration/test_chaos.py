@@ -116,24 +116,33 @@ async def test_chaos_never_leaks(
         await own_temporal.wait_ready(60)
 
     started = time.monotonic()
+    phases: list[str] = []
+
+    def phase(name: str) -> None:
+        phases.append(f"{name} {time.monotonic() - started:.0f}s")
+
     async with stack.client() as client:
         runtimes = ["claude-code", "codex"] * (WORKSPACES // 2)
         created = await gather_limited(
             10, [create(client, name=f"chaos-{i}", runtime=r) for i, r in enumerate(runtimes)]
         )
         ids = [c["workspace"]["id"] for c in created]
+        phase("created")
         kill_and_restart_worker()  # 1: while instances are starting
         await kill_and_restart_temporal()  # and the server, while starts are in flight
+        phase("killed")
 
         restarted = rng.sample(ids, WORKSPACES // 2)
         replies = await gather_limited(
             10, [retrying_503(lambda w=w: client.post(f"/workspaces/{w}/restart")) for w in restarted]
         )
         assert all(r.status_code == 202 for r in replies), [r.text for r in replies if r.status_code != 202]
+        phase("restarted")
         kill_and_restart_worker()  # 2: while old instances are being stopped
         temporal = await Client.connect(stack.temporal_address)
         pool = await create_pool(database_url)
         inconsistent = await inconsistent_rows(temporal, pool, ids)
+        phase("consistency checked")
 
         replies = await gather_limited(
             10, [retrying_503(lambda w=w: client.delete(f"/workspaces/{w}")) for w in ids]
@@ -142,8 +151,10 @@ async def test_chaos_never_leaks(
             r.text for r in replies if r.status_code >= 300
         ]
         assert all(r.json()["status"] == "removed" for r in replies)
+        phase("deleted")
         kill_and_restart_worker()  # 3: while teardowns are retrying
         await kill_and_restart_temporal()  # and the server, while teardowns are retrying
+        phase("killed again")
 
     process = ProcessProvisioner(stack.data_dir, stack.platform_id)
 
@@ -189,7 +200,7 @@ async def test_chaos_never_leaks(
             f"3 worker kills, 2 Temporal server kills, {injected} injected stop failures, "
             f"{leak_events} leak-suspect events, {len(inconsistent)} inconsistent rows, "
             f"{len(retried)} requests retried after a 503 ({sorted(set(retried))}); reconcile off; "
-            f"converged in {time.monotonic() - started:.0f}s; after: {counts}"
+            f"converged in {time.monotonic() - started:.0f}s ({', '.join(phases)}); after: {counts}"
         )
         assert counts == dict.fromkeys(counts, 0), f"leaked after {CONVERGE_SECONDS}s: {counts}"
         assert inconsistent == [], inconsistent

@@ -29,7 +29,6 @@ async def test_a_status_write_older_than_the_rows_is_refused(database_url):
             await ws_store.insert_workspace(
                 conn,
                 ws_store.NewWorkspace(wid, "order", "claude-code", "process", WorkspaceStatus.PROVISIONING),
-                {},
             )
 
         async def write(status: WorkspaceStatus, seq: int) -> bool:

@@ -20,6 +20,7 @@ from config.templates import TemplateCatalog
 from domain.models import RescueRequest
 from store import rescue as rescue_store
 from store.db import create_pool
+from store.keyring import load_keyring
 from tests.integration.api import bearer, create
 from tests.integration.sse import EventStream
 
@@ -285,7 +286,12 @@ async def test_no_redactor_means_no_bundle(stack, database_url):
 
         request = RescueRequest(wid, "process", None, "claude-code", None, 1, "provision_timeout")
         stored = await capture_rescue_bundle(
-            pool, Backends(settings), TemplateCatalog(settings.templates_dir), request, no_redactor
+            pool,
+            Backends(settings),
+            TemplateCatalog(settings.templates_dir),
+            request,
+            no_redactor,
+            load_keyring(None, stack.data_dir),
         )
         assert stored is False
         assert await rescue_store.latest_bundle(pool, wid) is None
