@@ -170,3 +170,29 @@ def test_the_key_is_random_per_install(tmp_path: Path) -> None:
     load_keyring(None, tmp_path / "a")
     load_keyring(None, tmp_path / "b")
     assert key_file(tmp_path / "a").read_text() != key_file(tmp_path / "b").read_text()
+
+
+def test_the_cli_adds_a_key_version_and_refuses_when_the_key_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from config.settings import get_settings
+    from molecule.cli import app
+
+    monkeypatch.setenv("MOLECULE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SECRETS_ENCRYPTION_KEY", raising=False)
+    get_settings.cache_clear()
+    load_keyring(None, tmp_path)
+    try:
+        added = CliRunner().invoke(app, ["secrets", "new-key"])
+        assert added.exit_code == 0, added.output
+        assert "key version 2 added" in added.output
+        assert load_keyring(None, tmp_path).versions == [1, 2]
+        monkeypatch.setenv("SECRETS_ENCRYPTION_KEY", base64.b64encode(key(5)).decode())
+        get_settings.cache_clear()
+        refused = CliRunner().invoke(app, ["secrets", "new-key"])
+        assert refused.exit_code == 2
+        assert base64.b64encode(key(5)).decode() not in refused.output
+    finally:
+        get_settings.cache_clear()
