@@ -84,7 +84,8 @@ def _covered(instances: list[ManagedInstance], below_generation: int | None) -> 
 
 async def _heartbeating(task: asyncio.Future[Any]) -> Any:
     """Await `task`, heartbeating meanwhile, so a killed worker is noticed within the heartbeat
-    timeout and a cancellation from the workflow reaches us."""
+    timeout and a cancellation from the workflow reaches us. `task` itself is left to finish: a launch
+    must be seen through to be stopped (`_launch`), and a stop or removal may as well complete."""
     while True:
         done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
         if done:

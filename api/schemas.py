@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.json_bounds import bound_violation
-from domain.secrets import KEY_PATTERN, MAX_KEY_CHARS
+from domain.secrets import KEY_PATTERN, MAX_KEY_CHARS, MAX_VALUE_BYTES
 
 # How a new workspace's first token reaches its agent (names, not secrets).
 TOKEN_AT_CREATE: Final = "create"  # noqa: S105
@@ -25,6 +25,9 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
         raise ValueError(
             f"invalid env variable names (upper-case letters, digits and _): {', '.join(sorted(bad)[:20])}"
         )
+    large = sorted(k for k, v in env.items() if len(v.encode(errors="replace")) > MAX_VALUE_BYTES)
+    if large:
+        raise ValueError(f"env values over {MAX_VALUE_BYTES} bytes: {', '.join(large[:20])}")
     return env
 
 

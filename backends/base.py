@@ -47,8 +47,9 @@ class InstanceSpec:
 
 
 def spec_model(spec: InstanceSpec) -> str | None:
-    """The model from the create payload, else the workspace's MODEL_PROVIDER setting."""
-    return spec.model or spec.env.get("MODEL_PROVIDER") or None
+    """The workspace's MODEL_PROVIDER secret (create stores its model there; PUT /model and the
+    secrets routes change it), else the row's model (a workspace created before secrets)."""
+    return spec.env.get("MODEL_PROVIDER") or spec.model or None
 
 
 def agent_environment(spec: InstanceSpec, platform_url: str, config_path: str) -> dict[str, str]:

@@ -128,8 +128,8 @@ def migrate() -> None:
 
 @secrets_app.command("new-key")
 def secrets_new_key() -> None:
-    """Add a fresh key version to the data dir's key file (the embedded default). New values are sealed
-    with it at once; run `molecule secrets rotate` to re-encrypt the older ones."""
+    """Add a fresh key version to the data dir's key file (the embedded default). Running processes
+    seal new values with it from their next write; `molecule secrets rotate` re-encrypts the rest."""
     from config.settings import get_settings
     from store.keyring import KeyringError, add_key_version, key_file
 
@@ -162,7 +162,8 @@ def secrets_rotate() -> None:
         err_console.print("DATABASE_URL is not set")
         raise typer.Exit(2)
     try:
-        keyring = load_keyring(settings.secrets_encryption_key, settings.data_dir)
+        # Never a new key here: run where the platform's key is, or every value would be unreadable.
+        keyring = load_keyring(settings.secrets_encryption_key, settings.data_dir, create=False)
     except KeyringError as exc:
         err_console.print(str(exc))
         raise typer.Exit(2) from None

@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,32 +73,51 @@ def format_keys(keys: dict[int, bytes]) -> str:
 
 class Keyring:
     def __init__(self, keys: dict[int, bytes], source: Path | None = None) -> None:
-        """`source`: the key file these came from, read again when a value names a version this
-        process has not seen (a version added while it ran)."""
+        """`source`: the key file these came from, read again when it changes (a version added while
+        this process runs)."""
         if not keys:
             raise KeyringError("no encryption key")
         self._source = source
+        self._stamp = self._file_stamp()
         self._load(keys)
 
     def _load(self, keys: dict[int, bytes]) -> None:
         self._ciphers = {version: AESGCM(key) for version, key in keys.items()}
         self.current = max(keys)
 
+    def _file_stamp(self) -> int | None:
+        try:
+            return self._source.stat().st_mtime_ns if self._source is not None else None
+        except OSError:
+            return None
+
+    def _refresh(self) -> None:
+        """Read the key file again if it changed (`molecule secrets new-key` while this process runs):
+        new values are then sealed under the newest version at once."""
+        if self._source is None:
+            return
+        stamp = self._file_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            self._load(parse_keys(self._source.read_text(), str(self._source)))
+            self._stamp = stamp
+        except (OSError, KeyringError) as exc:
+            log.warning("could not re-read the secrets key file (%s)", type(exc).__name__)
+
     @property
     def versions(self) -> list[int]:
         return sorted(self._ciphers)
 
     def seal(self, plaintext: str, aad: bytes) -> Sealed:
+        self._refresh()
         nonce = os.urandom(_NONCE_BYTES)
         blob = nonce + self._ciphers[self.current].encrypt(nonce, plaintext.encode(), aad)
         return Sealed(self.current, blob)
 
     def open(self, sealed: Sealed, aad: bytes) -> str:
-        if sealed.version not in self._ciphers and self._source is not None:
-            try:
-                self._load(parse_keys(self._source.read_text(), str(self._source)))
-            except (OSError, KeyringError) as exc:
-                log.warning("could not re-read the secrets key file (%s)", type(exc).__name__)
+        if sealed.version not in self._ciphers:
+            self._refresh()
         cipher = self._ciphers.get(sealed.version)
         if cipher is None or len(sealed.blob) <= _NONCE_BYTES:
             raise UndecryptableSecret()
@@ -112,28 +132,34 @@ def key_file(data_dir: Path) -> Path:
     return data_dir / KEY_FILE
 
 
-def load_keyring(configured: str | None, data_dir: Path) -> Keyring:
-    """The configured keys, else the data dir's (created with one fresh key when absent)."""
+def load_keyring(configured: str | None, data_dir: Path, *, create: bool = True) -> Keyring:
+    """The configured keys, else the data dir's (created with one fresh key when absent, unless
+    `create` is False: then a missing file is a KeyringError)."""
     if configured:
         return Keyring(parse_keys(configured, "SECRETS_ENCRYPTION_KEY"))
     path = key_file(data_dir)
     try:
-        return Keyring(parse_keys(path.read_text(), str(path)), path)
+        return _from_file(path)
     except FileNotFoundError:
-        pass
+        if not create:
+            raise KeyringError(f"{path} does not exist (and SECRETS_ENCRYPTION_KEY is not set)") from None
     data_dir.mkdir(parents=True, exist_ok=True)
-    keys = {1: AESGCM.generate_key(bit_length=256)}
-    tmp = _write_private(path.with_name(f"{KEY_FILE}.{os.getpid()}.tmp"), keys)
+    tmp = _write_private(data_dir, {1: AESGCM.generate_key(bit_length=256)})
     try:
-        # A hard link appears whole or not at all: of two processes starting together, one
-        # installs its key and the other reads that one.
+        # A hard link appears whole or not at all: of processes starting together (the API and the
+        # worker on one volume), one installs its key and every one of them reads that one.
         os.link(tmp, path)
+        _sync_dir(data_dir)
+        log.info("generated the secrets encryption key in %s (the secrets cannot be read without it)", path)
     except FileExistsError:
-        return Keyring(parse_keys(path.read_text(), str(path)), path)
+        pass
     finally:
-        tmp.unlink()
-    log.info("generated the secrets encryption key in %s (the secrets cannot be read without it)", path)
-    return Keyring(keys, path)
+        tmp.unlink(missing_ok=True)
+    return _from_file(path)
+
+
+def _from_file(path: Path) -> Keyring:
+    return Keyring(parse_keys(path.read_text(), str(path)), path)
 
 
 def add_key_version(data_dir: Path) -> int:
@@ -142,15 +168,25 @@ def add_key_version(data_dir: Path) -> int:
     keys = parse_keys(path.read_text(), str(path))
     version = max(keys) + 1
     keys[version] = AESGCM.generate_key(bit_length=256)
-    tmp = _write_private(path.with_name(f"{KEY_FILE}.{os.getpid()}.tmp"), keys)
-    os.replace(tmp, path)
+    os.replace(_write_private(data_dir, keys), path)
+    _sync_dir(data_dir)
     return version
 
 
-def _write_private(path: Path, keys: dict[int, bytes]) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_private(directory: Path, keys: dict[int, bytes]) -> Path:
+    """The keys in a new file of a unique name (mode 0600), on disk before it is linked in."""
+    fd, name = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=directory)
     with os.fdopen(fd, "w") as out:
         out.write(format_keys(keys) + "\n")
         out.flush()
         os.fsync(out.fileno())
-    return path
+    return Path(name)
+
+
+def _sync_dir(directory: Path) -> None:
+    """The new name is durable too: a key file lost to a power cut would orphan every secret."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -236,21 +236,24 @@ async def rotate(pool: asyncpg.Pool, keyring: Keyring) -> tuple[int, int]:
                     continue
                 sealed = keyring.seal(value, aad)
                 if scope == Scope.GLOBAL:
+                    # Only the value read: one written meanwhile (already under the newest key) stays.
                     await conn.execute(
                         """UPDATE global_secrets SET encrypted_value = $2, encryption_version = $3
-                           WHERE key = $1""",
+                           WHERE key = $1 AND encrypted_value = $4""",
                         row["key"],
                         sealed.blob,
                         sealed.version,
+                        row["encrypted_value"],
                     )
                 else:
                     await conn.execute(
                         """UPDATE workspace_secrets SET encrypted_value = $3, encryption_version = $4
-                           WHERE workspace_id = $1 AND key = $2""",
+                           WHERE workspace_id = $1 AND key = $2 AND encrypted_value = $5""",
                         row["workspace_id"],
                         row["key"],
                         sealed.blob,
                         sealed.version,
+                        row["encrypted_value"],
                     )
                 rotated += 1
     return rotated, unreadable

@@ -91,7 +91,7 @@ async def get_model(
     return ModelChoice(model=model, provider=provider, source="workspace_secrets" if model else "unresolved")
 
 
-@router.put("/model", response_model=Changed, dependencies=[Operator], responses=errors(400, 404, 410))
+@router.put("/model", response_model=Changed, dependencies=[Operator], responses=errors(400, 404, 410, 413))
 async def put_model(
     workspace_id: str, body: ModelWrite, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> Changed:
@@ -129,7 +129,9 @@ async def get_provider(
     return ProviderChoice(provider=derived or "", source="derived" if derived else "unresolved")
 
 
-@router.put("/provider", response_model=Changed, dependencies=[Operator], responses=errors(400, 404, 410))
+@router.put(
+    "/provider", response_model=Changed, dependencies=[Operator], responses=errors(400, 404, 410, 413)
+)
 async def put_provider(
     workspace_id: str, body: ProviderWrite, platform: PlatformDep, pool: PoolDep, gateway: GatewayDep
 ) -> Changed:

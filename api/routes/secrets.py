@@ -32,6 +32,7 @@ from domain.contract import Update
 from domain.secrets import (
     DECRYPT_GLOBAL_FAILED,
     DECRYPT_WORKSPACE_FAILED,
+    MAX_KEY_CHARS,
     InvalidSecret,
     Scope,
     check_key,
@@ -79,6 +80,14 @@ class Saved(BaseModel):
         default=None,
         description="with ?restart=true on a global secret: how many workspaces that inherit it restart",
     )
+
+
+def _stored_name(key: str) -> str:
+    """A name to delete: any a row may hold (plain-text env of earlier versions allowed lower case),
+    within the bounds of a key."""
+    if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
+        raise ApiError(422, f"key must be 1 to {MAX_KEY_CHARS} printable characters", "invalid_secret")
+    return key
 
 
 def _checked(key: object, value: object | None = None) -> tuple[str, str]:
@@ -157,7 +166,9 @@ async def _put_global(
     return Saved(status="saved", key=key, scope="global", restarting=restarting)
 
 
-@settings_router.put("/settings/secrets", response_model=Saved, response_model_exclude_none=True)
+@settings_router.put(
+    "/settings/secrets", response_model=Saved, response_model_exclude_none=True, responses=errors(413)
+)
 async def put_global(
     body: SecretWrite, platform: PlatformDep, pool: PoolDep, restart: RestartFlag = False
 ) -> Saved:
@@ -165,7 +176,9 @@ async def put_global(
     return await _put_global(platform, pool, body.key, body.value, restart)
 
 
-@settings_router.post("/settings/secrets", response_model=Saved, response_model_exclude_none=True)
+@settings_router.post(
+    "/settings/secrets", response_model=Saved, response_model_exclude_none=True, responses=errors(413)
+)
 async def post_global(
     body: SecretWrite, platform: PlatformDep, pool: PoolDep, restart: RestartFlag = False
 ) -> Saved:
@@ -173,7 +186,9 @@ async def post_global(
     return await _put_global(platform, pool, body.key, body.value, restart)
 
 
-@settings_router.put("/settings/secrets/{key}", response_model=Saved, response_model_exclude_none=True)
+@settings_router.put(
+    "/settings/secrets/{key}", response_model=Saved, response_model_exclude_none=True, responses=errors(413)
+)
 async def put_global_key(
     key: str,
     body: SecretValue,
@@ -191,7 +206,7 @@ async def put_global_key(
 async def delete_global(
     key: str, platform: PlatformDep, pool: PoolDep, restart: RestartFlag = False
 ) -> Saved:
-    key, _ = _checked(key)
+    key = _stored_name(key)
     if not await secret_store.delete_global(pool, key):
         raise ApiError(404, f"no global secret {key}", "not_found")
     restarting = await _restart_inheritors(platform, pool, key) if restart else None
@@ -212,6 +227,7 @@ settings_router.add_api_route(
     methods=["POST"],
     response_model=Saved,
     response_model_exclude_none=True,
+    responses=errors(413),
     summary="Post Global (alias)",
 )
 settings_router.add_api_route(
@@ -255,7 +271,7 @@ async def _put_workspace(
 _WRITE = {"response_model": Saved, "response_model_exclude_none": True, "dependencies": [Operator]}
 
 
-@workspace_router.post("/secrets", responses=errors(400, 404, 410), **_WRITE)  # type: ignore[arg-type]
+@workspace_router.post("/secrets", responses=errors(400, 404, 410, 413), **_WRITE)  # type: ignore[arg-type]
 async def post_workspace(
     workspace_id: str,
     body: SecretWrite,
@@ -268,7 +284,7 @@ async def post_workspace(
     return await _put_workspace(workspace_id, body, platform, pool, gateway, restart)
 
 
-@workspace_router.put("/secrets", responses=errors(400, 404, 410), **_WRITE)  # type: ignore[arg-type]
+@workspace_router.put("/secrets", responses=errors(400, 404, 410, 413), **_WRITE)  # type: ignore[arg-type]
 async def put_workspace(
     workspace_id: str,
     body: SecretWrite,
@@ -287,7 +303,7 @@ async def delete_workspace_secret(
 ) -> Saved:
     """Delete one of the workspace's secrets (a global one of that name applies again)."""
     wid, _ = await live_workspace(pool, workspace_id)
-    key, _ = _checked(key)
+    key = _stored_name(key)
     if not await secret_store.delete_workspace_secret(pool, wid, key):
         raise ApiError(404, f"workspace {wid} has no secret {key}", "not_found")
     restarted = await _restart_one(gateway, pool, wid) if restart else None

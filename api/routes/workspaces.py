@@ -35,7 +35,7 @@ from api.schemas import (
 from domain.events import EventType
 from domain.json_bounds import UNREADABLE, unservable_reason
 from domain.models import WorkspaceInput
-from domain.providers import model_secrets
+from domain.providers import PROVIDER_SECRET, model_secrets
 from domain.runtimes import EXTERNAL_RUNTIME, normalize_runtime
 from domain.status import WorkspaceStatus
 from store import events as event_store
@@ -141,7 +141,10 @@ async def create_workspace(
             created_at = await ws_store.insert_workspace(conn, new)
             # The model choice is kept as secrets too, so a restart (or a later PUT /model) keeps it.
             await secret_store.put_workspace_secrets(
-                conn, platform.keyring, workspace_id, body.env | model_secrets(model)
+                conn,
+                platform.keyring,
+                workspace_id,
+                body.env | model_secrets(model, provider=body.env.get(PROVIDER_SECRET)),
             )
             if body.token_delivery == TOKEN_AT_REGISTER:
                 await tokens.open_register_claim(

@@ -112,6 +112,7 @@ async def test_without_a_redactor_the_verdict_stands_and_the_tail_is_dropped(
             temporal_address=stack.temporal_address,
             task_queue=stack.task_queue,
             molecule_env="development",
+            data_dir=stack.data_dir,
         )
     )
     async with stack.client() as client, EventStream(client) as events:

@@ -76,6 +76,16 @@ async def test_model_env_for_every_runtime_and_the_fallback_to_the_stored_model(
         await until(replaced, "the restarted instance")
         assert (await instance_env(stack, wid))["MODEL"] == "deepseek/v3"
 
+        # The stored MODEL_PROVIDER is the one truth, also for a workspace created with a model.
+        wid = (await create(client, runtime="claude-code", model="gemini/2.5-pro"))["workspace"]["id"]
+        first = await _first_pid(stack, wid)
+        await client.put(
+            f"/workspaces/{wid}/secrets?restart=true", json={"key": "MODEL_PROVIDER", "value": "zai/glm"}
+        )
+        await until(replaced, "the restarted instance")
+        assert (await instance_env(stack, wid))["MODEL"] == "zai/glm"
+        assert (await client.get(f"/workspaces/{wid}/model")).json()["model"] == "zai/glm"
+
 
 async def test_model_and_provider_routes_keep_derive_and_restart(make_stack, tmp_path):
     stack = await make_stack(TEMPLATES_DIR=templates(tmp_path / "templates"))

@@ -126,6 +126,24 @@ def test_the_embedded_default_generates_a_private_key_file_once(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary file is left behind"
 
 
+def test_processes_starting_together_end_up_with_one_key(tmp_path: Path) -> None:
+    """The API and the worker on one fresh volume (in containers both can be pid 1): every loader
+    gets the key the file holds, and no temporary file is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        rings = list(pool.map(lambda _: load_keyring(None, tmp_path), range(16)))
+    sealed = rings[0].seal("shared", aad())
+    assert all(ring.open(sealed, aad()) == "shared" for ring in rings)
+    assert [p.name for p in tmp_path.iterdir()] == ["secrets.key"]
+
+
+def test_a_missing_key_file_is_an_error_when_not_creating(tmp_path: Path) -> None:
+    with pytest.raises(KeyringError):
+        load_keyring(None, tmp_path, create=False)
+    assert not key_file(tmp_path).exists()
+
+
 def test_configured_keys_win_over_the_key_file(tmp_path: Path) -> None:
     load_keyring(None, tmp_path)
     configured = load_keyring(base64.b64encode(key(9)).decode(), tmp_path)
@@ -139,6 +157,7 @@ def test_a_version_added_while_running_is_picked_up_on_first_sight(tmp_path: Pat
     assert restarted.current == 2 and restarted.versions == [1, 2]
     sealed = restarted.seal("under v2", aad())
     assert running.open(sealed, aad()) == "under v2"
+    assert running.seal("new", aad()).version == 2, "new values are sealed under the newest version"
     assert stat.S_IMODE(key_file(tmp_path).stat().st_mode) == 0o600
 
 
