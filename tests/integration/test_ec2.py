@@ -22,6 +22,7 @@ from backends.registry import Backends
 from config.settings import Settings
 from config.templates import TemplateCatalog
 from store.db import create_pool
+from store.keyring import load_keyring
 from tests.integration.api import bearer, create
 from tests.integration.conftest import Stack
 from tests.integration.sse import EventStream
@@ -96,7 +97,11 @@ async def test_ec2_workspace_launches_tagged_and_terminate_is_retried(
 
     pool = await create_pool(database_url)
     temporal = await Client.connect(temporal_address)
-    activities = WorkspaceActivities(pool, settings, backends, TemplateCatalog(settings.templates_dir))
+    # The API (the stack's data dir) seals create's env: the worker must hold the same key.
+    keyring = load_keyring(None, tmp_path)
+    activities = WorkspaceActivities(
+        pool, settings, backends, TemplateCatalog(settings.templates_dir), keyring
+    )
     await stack.start_api()
     try:
         async with build_worker(temporal, activities, stack.task_queue), stack.client() as client:
