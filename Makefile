@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python -m bench.lifecycle_latency
 	$(BIN)/python -m bench.a2a_proxy
 	$(BIN)/python -m bench.activity_log
+	$(BIN)/python -m bench.secrets
 
 clean:
 	rm -rf $(VENV) .molecule .pytest_cache .mypy_cache .ruff_cache

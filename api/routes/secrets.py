@@ -325,8 +325,8 @@ async def secret_values(
             403, "secret values are for the workspace's own agent: call with its token", "forbidden"
         )
     wid = parse_workspace_id(workspace_id)
-    check_owner(caller, wid)  # before any lookup: another workspace learns nothing of this one
-    await live_workspace(pool, wid)
+    # The token's own lookup has already refused a removed workspace (410): no second round trip.
+    check_owner(caller, wid)
     try:
         return await secret_store.values_for(pool, platform.keyring, wid)
     except secret_store.SecretsUndecryptable as exc:

@@ -65,7 +65,7 @@ async def status_of(client, workspace_id: str) -> str:
     return (await client.get(f"/workspaces/{workspace_id}")).json()["status"]
 
 
-async def test_secret_routes_merge_and_values_for_the_agent_only(make_stack, tmp_path):
+async def test_secret_routes_merge_and_values_for_the_agent_only(make_stack, tmp_path, database_url):
     stack = await make_stack(TEMPLATES_DIR=sleeping_templates(tmp_path / "templates"))
     async with stack.client() as client:
         assert (await client.put("/settings/secrets", json={"key": "SHARED", "value": "g"})).json() == {
@@ -136,6 +136,22 @@ async def test_secret_routes_merge_and_values_for_the_agent_only(make_stack, tmp
         assert values == {"FROM_CREATE": CREATE_VALUE, "SHARED": "g", "ONLY_GLOBAL": "g2"}
         for key in ("SHARED", "ONLY_GLOBAL"):
             await client.delete(f"/settings/secrets/{key}")
+
+        # A deleted workspace's secrets go with its teardown, and its token reads none of them.
+        other_id = other["workspace"]["id"]
+        await client.post(f"/workspaces/{other_id}/secrets", json={"key": "GOES", "value": "away"})
+        removed = await client.delete(f"/workspaces/{other_id}", params={"wait": 60})
+        assert removed.json()["teardown"] == "complete", removed.text
+        conn = await asyncpg.connect(database_url)
+        try:
+            left = await conn.fetchval(
+                "SELECT count(*) FROM workspace_secrets WHERE workspace_id = $1", other_id
+            )
+        finally:
+            await conn.close()
+        assert left == 0
+        gone = await client.get(f"/workspaces/{other_id}/secrets/values", headers=bearer(other["auth_token"]))
+        assert gone.status_code == 410, gone.text
 
         # Without a token: 401, and the operator routes stay the operator's.
         async with stack.client() as anonymous:
