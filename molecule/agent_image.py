@@ -10,8 +10,6 @@ Two images, each tagged by a hash of its content so a rebuild happens only after
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -21,7 +19,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -29,6 +26,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from config.settings import REPO_ROOT
+from molecule.file_lock import exclusive
 
 log = logging.getLogger("molecule.agent_image")
 
@@ -175,22 +173,10 @@ def _tree_hash(root: Path) -> bytes:
     return digest.digest()
 
 
-@contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    """One builder per host at a time (parallel test workers, `make run` beside a test run): the
-    second waits, then finds the first one's image."""
-    path = Path(tempfile.gettempdir()) / "molecule-agent-image.lock"
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_agent_image(client: docker.DockerClient | None = None) -> str:
     """The tag of an image running the reference agent, built only if this content is new."""
-    with _build_lock():
+    # One builder per host at a time: the second waits, then finds the first one's image.
+    with exclusive(Path(tempfile.gettempdir()) / "molecule-agent-image.lock"):
         return _ensure_agent_image(client or docker.from_env())
 
 

@@ -4,7 +4,6 @@ unset (by `molecule up`, the tests and the benches)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
@@ -16,7 +15,6 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +23,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
 
+from molecule.file_lock import exclusive
 from molecule.processes import LOCALHOST, free_port, port_in_use, tail
 
 log = logging.getLogger("molecule.postgres")
@@ -107,7 +106,8 @@ class EmbeddedPostgres:
         return self._running_postmaster() is not None
 
     def start(self, timeout: float = 60.0) -> str:
-        with self._exclusive():
+        # Serialises concurrent starters of the same PGDATA (parallel test processes, say).
+        with exclusive(self.pgdata.parent / f".{self.pgdata.name}.lock"):
             if self._system_user() is not None:
                 self._prepare_root_permissions()
             if not (self.pgdata / "PG_VERSION").exists():
@@ -143,18 +143,6 @@ class EmbeddedPostgres:
         self.stop()
 
     # -- internals ----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        # Serialises concurrent starters of the same PGDATA (parallel test processes, say).
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.pgdata.parent / f".{self.pgdata.name}.lock"
-        with lock_path.open("a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     @staticmethod
     def _system_user() -> str | None:

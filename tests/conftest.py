@@ -14,6 +14,13 @@ from molecule.agent_image import ensure_agent_image
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True)
+def _own_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Settings() a test builds in process keeps its files (the generated secrets key, the
+    platform id) in a temporary directory, never in the checkout's `.molecule`."""
+    monkeypatch.setenv("MOLECULE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 def require(component: str, available: bool, why: str = "") -> None:
     """Skip locally when a real component is missing; under CI=true that is a failure, never a skip."""
     if available:

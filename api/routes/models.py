@@ -65,10 +65,19 @@ class Changed(BaseModel):
 
 
 async def _choices(platform: Platform, pool: asyncpg.Pool, workspace_id: str) -> dict[str, str]:
-    values = await secret_store.workspace_values(
+    return await secret_store.workspace_values(
         pool, platform.keyring, workspace_id, (MODEL_SECRET, PROVIDER_SECRET)
     )
-    return values
+
+
+async def _readable_choices(
+    caller: WorkspaceOrOperator, platform: Platform, pool: asyncpg.Pool, workspace_id: str
+) -> dict[str, str]:
+    """The stored choices, for the operator or the workspace's own agent."""
+    wid = parse_workspace_id(workspace_id)
+    check_owner_or_operator(caller, wid)
+    await live_workspace(pool, wid)
+    return await _choices(platform, pool, wid)
 
 
 def _text(value: str, what: str) -> str:
@@ -82,10 +91,7 @@ def _text(value: str, what: str) -> str:
 async def get_model(
     workspace_id: str, caller: WorkspaceOrOperator, platform: PlatformDep, pool: PoolDep
 ) -> ModelChoice:
-    wid = parse_workspace_id(workspace_id)
-    check_owner_or_operator(caller, wid)
-    await live_workspace(pool, wid)
-    stored = await _choices(platform, pool, wid)
+    stored = await _readable_choices(caller, platform, pool, workspace_id)
     model = stored.get(MODEL_SECRET, "")
     provider = stored.get(PROVIDER_SECRET) or derive_provider(model) or ""
     return ModelChoice(model=model, provider=provider, source="workspace_secrets" if model else "unresolved")
@@ -119,10 +125,7 @@ async def put_model(
 async def get_provider(
     workspace_id: str, caller: WorkspaceOrOperator, platform: PlatformDep, pool: PoolDep
 ) -> ProviderChoice:
-    wid = parse_workspace_id(workspace_id)
-    check_owner_or_operator(caller, wid)
-    await live_workspace(pool, wid)
-    stored = await _choices(platform, pool, wid)
+    stored = await _readable_choices(caller, platform, pool, workspace_id)
     if stored.get(PROVIDER_SECRET):
         return ProviderChoice(provider=stored[PROVIDER_SECRET], source="workspace_secrets")
     derived = derive_provider(stored.get(MODEL_SECRET))

@@ -166,9 +166,10 @@ async def _put_global(
     return Saved(status="saved", key=key, scope="global", restarting=restarting)
 
 
-@settings_router.put(
-    "/settings/secrets", response_model=Saved, response_model_exclude_none=True, responses=errors(413)
-)
+_SAVED: dict[str, Any] = {"response_model": Saved, "response_model_exclude_none": True}
+
+
+@settings_router.put("/settings/secrets", responses=errors(413), **_SAVED)
 async def put_global(
     body: SecretWrite, platform: PlatformDep, pool: PoolDep, restart: RestartFlag = False
 ) -> Saved:
@@ -176,19 +177,13 @@ async def put_global(
     return await _put_global(platform, pool, body.key, body.value, restart)
 
 
-@settings_router.post(
-    "/settings/secrets", response_model=Saved, response_model_exclude_none=True, responses=errors(413)
+# POST is the same write (the original's clients use it), here and on the alias path below.
+settings_router.add_api_route(
+    "/settings/secrets", put_global, methods=["POST"], name="post_global", responses=errors(413), **_SAVED
 )
-async def post_global(
-    body: SecretWrite, platform: PlatformDep, pool: PoolDep, restart: RestartFlag = False
-) -> Saved:
-    """The same as PUT."""
-    return await _put_global(platform, pool, body.key, body.value, restart)
 
 
-@settings_router.put(
-    "/settings/secrets/{key}", response_model=Saved, response_model_exclude_none=True, responses=errors(413)
-)
+@settings_router.put("/settings/secrets/{key}", responses=errors(413), **_SAVED)
 async def put_global_key(
     key: str,
     body: SecretValue,
@@ -200,9 +195,7 @@ async def put_global_key(
     return await _put_global(platform, pool, key, body.value, restart)
 
 
-@settings_router.delete(
-    "/settings/secrets/{key}", response_model=Saved, response_model_exclude_none=True, responses=errors(404)
-)
+@settings_router.delete("/settings/secrets/{key}", responses=errors(404), **_SAVED)
 async def delete_global(
     key: str, platform: PlatformDep, pool: PoolDep, restart: RestartFlag = False
 ) -> Saved:
@@ -223,21 +216,20 @@ settings_router.add_api_route(
 )
 settings_router.add_api_route(
     "/admin/secrets",
-    post_global,
+    put_global,
     methods=["POST"],
-    response_model=Saved,
-    response_model_exclude_none=True,
+    name="post_global",
     responses=errors(413),
     summary="Post Global (alias)",
+    **_SAVED,
 )
 settings_router.add_api_route(
     "/admin/secrets/{key}",
     delete_global,
     methods=["DELETE"],
-    response_model=Saved,
-    response_model_exclude_none=True,
     responses=errors(404),
     summary="Delete Global (alias)",
+    **_SAVED,
 )
 
 
@@ -253,38 +245,10 @@ async def list_workspace(workspace_id: str, pool: PoolDep) -> list[dict[str, Any
     return [n.public() for n in await secret_store.workspace_names(pool, wid)]
 
 
-async def _put_workspace(
-    workspace_id: str,
-    body: SecretWrite,
-    platform: PlatformDep,
-    pool: PoolDep,
-    gateway: GatewayDep,
-    restart: bool,
-) -> Saved:
-    wid, _ = await live_workspace(pool, workspace_id)
-    key, value = _checked(body.key, body.value)
-    await secret_store.put_workspace_secrets(pool, platform.keyring, wid, {key: value})
-    restarted = await _restart_one(gateway, pool, wid) if restart else None
-    return Saved(status="saved", key=key, scope="workspace", restarted=restarted)
+_WRITE = _SAVED | {"dependencies": [Operator]}
 
 
-_WRITE = {"response_model": Saved, "response_model_exclude_none": True, "dependencies": [Operator]}
-
-
-@workspace_router.post("/secrets", responses=errors(400, 404, 410, 413), **_WRITE)  # type: ignore[arg-type]
-async def post_workspace(
-    workspace_id: str,
-    body: SecretWrite,
-    platform: PlatformDep,
-    pool: PoolDep,
-    gateway: GatewayDep,
-    restart: RestartFlag = False,
-) -> Saved:
-    """Create or replace one of the workspace's secrets (it overrides a global one of that name)."""
-    return await _put_workspace(workspace_id, body, platform, pool, gateway, restart)
-
-
-@workspace_router.put("/secrets", responses=errors(400, 404, 410, 413), **_WRITE)  # type: ignore[arg-type]
+@workspace_router.put("/secrets", responses=errors(400, 404, 410, 413), **_WRITE)
 async def put_workspace(
     workspace_id: str,
     body: SecretWrite,
@@ -293,11 +257,25 @@ async def put_workspace(
     gateway: GatewayDep,
     restart: RestartFlag = False,
 ) -> Saved:
-    """The same as POST."""
-    return await _put_workspace(workspace_id, body, platform, pool, gateway, restart)
+    """Create or replace one of the workspace's secrets (it overrides a global one of that name)."""
+    wid, _ = await live_workspace(pool, workspace_id)
+    key, value = _checked(body.key, body.value)
+    await secret_store.put_workspace_secrets(pool, platform.keyring, wid, {key: value})
+    restarted = await _restart_one(gateway, pool, wid) if restart else None
+    return Saved(status="saved", key=key, scope="workspace", restarted=restarted)
 
 
-@workspace_router.delete("/secrets/{key}", responses=errors(400, 404, 410), **_WRITE)  # type: ignore[arg-type]
+workspace_router.add_api_route(
+    "/secrets",
+    put_workspace,
+    methods=["POST"],
+    name="post_workspace",
+    responses=errors(400, 404, 410, 413),
+    **_WRITE,
+)
+
+
+@workspace_router.delete("/secrets/{key}", responses=errors(400, 404, 410), **_WRITE)
 async def delete_workspace_secret(
     workspace_id: str, key: str, pool: PoolDep, gateway: GatewayDep, restart: RestartFlag = False
 ) -> Saved:
